@@ -1,0 +1,136 @@
+"""`make demo`: the whole path on this machine, start to finish, then clean up.
+
+1. starts the embedded Kafka broker (Apache Kafka jars fetched once, cached),
+2. starts a real `healer run` worker with policies/demo,
+3. emits a sample incident (deploy/demo/incident.jsonl) plus one garbage record,
+4. waits until the incident's actions are verified,
+5. prints the audit trail and verifies its hash chains,
+6. stops the worker and the broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from streams.broker import EmbeddedKafka  # noqa: E402
+from streams.client import OutRecord, produce, read_topic  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def say(msg: str) -> None:
+    print(f"\n==> {msg}", flush=True)
+
+
+def healer(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "healer.cli.main", *args], env=env, text=True,
+                          capture_output=True, check=False)
+
+
+async def audit_records(bootstrap: str, topic: str) -> list[dict]:
+    return [json.loads(m.value) async for m in read_topic(bootstrap, topic)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--policies", default=str(ROOT / "policies" / "demo"))
+    ap.add_argument("--events", default=str(ROOT / "deploy" / "demo" / "incident.jsonl"))
+    ap.add_argument("--expect-verified", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=120)
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="healer-demo-"))
+    app_id = f"demo{int(time.time())}"
+    say("starting the embedded Kafka broker")
+    kafka = EmbeddedKafka(state_dir=work / "kafka", partitions=3, progress=lambda m: print(f"    {m}"))
+    bootstrap = kafka.start()
+    print(f"    bootstrap: {bootstrap}")
+    port = free_port()
+    env = {**os.environ, "HEALER_BOOTSTRAP_SERVERS": bootstrap, "HEALER_APP_ID": app_id,
+           "HEALER_DATA_DIR": str(work / "data"), "HEALER_HTTP_HOST": "127.0.0.1"}
+    worker = None
+    try:
+        say(f"starting a healer worker (app id {app_id}, policies {args.policies}, http :{port})")
+        with open(work / "worker.log", "wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "healer.cli.main", "run", "--policies", args.policies,
+                 "--http-port", str(port)],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + args.timeout
+        while True:
+            if worker.poll() is not None:
+                print((work / "worker.log").read_text()[-4000:])
+                raise SystemExit("the worker exited early")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the worker did not become ready")
+            time.sleep(0.5)
+        print("    /readyz: ready")
+
+        say(f"emitting the sample incident ({args.events}) and one garbage record")
+        out = healer("emit", args.events, env=env)
+        print("    " + (out.stderr.strip() or out.stdout.strip()))
+        if out.returncode:
+            raise SystemExit(out.stderr)
+        asyncio.run(produce(bootstrap, f"{app_id}.alerts", [OutRecord(b"junk", b"{this is not json")]))
+
+        say("waiting for the remediation to be verified")
+        topic = f"{app_id}.audit"
+        while True:
+            recs = asyncio.run(audit_records(bootstrap, topic))
+            verified = [r for r in recs if r["kind"] == "action.verified"]
+            rejected = [r for r in recs if r["kind"] == "event.rejected"]
+            if len(verified) >= args.expect_verified and rejected:
+                break
+            if time.monotonic() > deadline:
+                print((work / "worker.log").read_text()[-4000:])
+                raise SystemExit(f"timed out: {len(verified)} verified actions so far")
+            time.sleep(1)
+
+        say("the audit trail (healer audit tail)")
+        print(healer("audit", "tail", env=env).stdout)
+        say("verifying the audit hash chains (healer audit verify)")
+        v = healer("audit", "verify", env=env)
+        print(v.stdout.strip())
+        if v.returncode:
+            return 1
+        say("demo complete")
+        return 0
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+        kafka.stop()
+        print("    worker and broker stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

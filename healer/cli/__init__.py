@@ -1,0 +1,1 @@
+"""The ``healer`` command line. I/O libraries are imported lazily, per command."""

@@ -1,0 +1,142 @@
+"""``healer audit tail|show|verify``: read and check the audit trail."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from healer.cli.common import EXIT_FAIL, EXIT_OK, CliError, add_kafka_options, settings_from
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("audit", help="read and verify the audit trail")
+    ps = p.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
+    t = ps.add_parser("tail", help="print audit records (readable or --json)")
+    t.add_argument("--follow", "-f", action="store_true", help="keep reading new records")
+    t.add_argument("--action", help="only records of this action id")
+    t.add_argument("--policy", help="only records of this policy")
+    t.add_argument("--kind", action="append", help="only these kinds (repeatable)")
+    t.add_argument("--json", action="store_true", help="one JSON record per line")
+    add_kafka_options(t)
+    t.set_defaults(func=tail)
+    s = ps.add_parser("show", help="the full lifecycle of one action")
+    s.add_argument("action_id")
+    s.add_argument("--json", action="store_true")
+    add_kafka_options(s)
+    s.set_defaults(func=show)
+    v = ps.add_parser("verify", help="verify the hash chains of the topic or an exported file")
+    v.add_argument("--file", help="an export: JSON lines of audit records")
+    add_kafka_options(v)
+    v.set_defaults(func=verify)
+
+
+def readable(rec: dict[str, Any]) -> str:
+    t = rec.get("target") or {}
+    target = "/".join(str(t[k]) for k in ("kind", "namespace", "name", "model") if t.get(k))
+    pol = (rec.get("policy") or {}).get("name", "")
+    parts = [rec.get("time", ""), f"{rec.get('chain')}:{rec.get('seq')}", rec.get("kind", "")]
+    if pol:
+        parts.append(f"policy={pol}")
+    if target:
+        parts.append(f"target={target}")
+    if rec.get("use"):
+        parts.append(f"use={rec['use']}")
+    if rec.get("action_id"):
+        parts.append(f"action={rec['action_id']}")
+    if rec.get("actor") and rec.get("actor") != "healer":
+        parts.append(f"actor={rec['actor']}")
+    if rec.get("reason"):
+        parts.append(f"reason={rec['reason']!r}")
+    ev = rec.get("event") or {}
+    if ev.get("id") and not rec.get("action_id"):
+        parts.append(f"event={ev['id']}")
+    return "  ".join(str(p) for p in parts)
+
+
+def _records(args: argparse.Namespace, follow: bool = False) -> Iterable[dict[str, Any]]:
+    import asyncio
+    import queue
+    import threading
+
+    from streams.client import BrokerUnavailable, read_topic
+
+    settings = settings_from(args)
+    topic = settings.topic("audit")
+    q: queue.Queue[Any] = queue.Queue(maxsize=10_000)
+    done = object()
+
+    async def pump() -> None:
+        try:
+            async for m in read_topic(settings.bootstrap(), topic, follow=follow):
+                q.put(m.value)
+        except BrokerUnavailable as exc:
+            q.put(CliError(str(exc)))
+        finally:
+            q.put(done)
+
+    th = threading.Thread(target=lambda: asyncio.run(pump()), daemon=True)
+    th.start()
+    while True:
+        item = q.get()
+        if item is done:
+            return
+        if isinstance(item, CliError):
+            raise item
+        try:
+            yield json.loads(item)
+        except ValueError:
+            print("healer: skipping a record that is not JSON", file=sys.stderr)
+
+
+def _match(rec: dict[str, Any], args: argparse.Namespace) -> bool:
+    if getattr(args, "action", None) and rec.get("action_id") != args.action:
+        return False
+    if getattr(args, "policy", None) and (rec.get("policy") or {}).get("name") != args.policy:
+        return False
+    return not (getattr(args, "kind", None) and rec.get("kind") not in args.kind)
+
+
+def tail(args: argparse.Namespace) -> int:
+    for rec in _records(args, follow=args.follow):
+        if _match(rec, args):
+            print(json.dumps(rec, ensure_ascii=False) if args.json else readable(rec), flush=True)
+    return EXIT_OK
+
+
+def show(args: argparse.Namespace) -> int:
+    recs = [r for r in _records(args) if r.get("action_id") == args.action_id]
+    if not recs:
+        print(f"healer: no audit records for action {args.action_id}", file=sys.stderr)
+        return EXIT_FAIL
+    recs.sort(key=lambda r: (r.get("time", ""), r.get("seq", 0)))
+    for r in recs:
+        if args.json:
+            print(json.dumps(r, ensure_ascii=False))
+        else:
+            print(readable(r))
+            for k in ("before", "after", "detail"):
+                if r.get(k):
+                    print(f"    {k}: {json.dumps(r[k], ensure_ascii=False)[:500]}")
+    return EXIT_OK
+
+
+def verify(args: argparse.Namespace) -> int:
+    from healer.chain import verify as verify_chain
+
+    if args.file:
+        try:
+            with open(args.file, encoding="utf-8") as fh:
+                recs = [json.loads(x) for x in fh if x.strip()]
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot read {args.file}: {exc}") from exc
+    else:
+        recs = list(_records(args))
+    report = verify_chain(recs)
+    for prob in report.problems:
+        print(f"FAIL {prob}")
+    chains = ", ".join(f"{c}:{n}" for c, n in sorted(report.chains.items()))
+    print(f"{'ok' if report.ok else 'FAILED'}: {report.records} records, chains {chains or '-'}")
+    return EXIT_OK if report.ok else EXIT_FAIL

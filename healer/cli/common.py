@@ -1,0 +1,39 @@
+"""Shared CLI plumbing: Kafka options, settings from flags, error exits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, NoReturn
+
+from healer.settings import Settings
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A failure the user must act on (exit 1); the message says what to do."""
+
+
+def add_kafka_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap-servers", help="Kafka HOST:PORT[,HOST:PORT] (env HEALER_BOOTSTRAP_SERVERS)")
+    p.add_argument("--app-id", help="app id: consumer group and topic prefix (default healer)")
+
+
+def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    kw: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
+    if getattr(args, "bootstrap_servers", None):
+        kw["bootstrap_servers"] = args.bootstrap_servers
+    if getattr(args, "app_id", None):
+        kw["app_id"] = args.app_id
+    try:
+        return Settings(**kw)
+    except ValueError as exc:
+        raise CliError(f"bad settings: {exc}") from exc
+
+
+def die(message: str, code: int = EXIT_FAIL) -> NoReturn:
+    print(f"healer: {message}", file=sys.stderr)
+    sys.exit(code)

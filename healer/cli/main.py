@@ -1,0 +1,47 @@
+"""Entry point of the ``healer`` command (DESIGN.md, CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from healer import __version__
+from healer.cli import audit_cmd, emit_cmd, kafka_cmd, policy_cmd, run_cmd
+from healer.cli.common import EXIT_FAIL, CliError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="healer",
+        description="Event-driven self-healing for model-serving fleets.",
+    )
+    p.add_argument("--version", action="version", version=f"healer {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run_cmd.add_parser(sub)
+    policy_cmd.add_parser(sub)
+    emit_cmd.add_parser(sub)
+    audit_cmd.add_parser(sub)
+    kafka_cmd.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.func(args)
+    except CliError as exc:
+        print(f"healer: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

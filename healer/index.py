@@ -1,0 +1,80 @@
+"""PolicySet: the loaded policies and silences, indexed for matching.
+
+Alert policies are indexed by the values their ``alertname`` matcher pins:
+``alertname="A"`` or an alternation of literal names ``alertname=~"A|B"``
+(others go to a wildcard bucket); metric policies by metric name. Matching an
+input therefore costs in proportion to the policies that could match it, not
+to all loaded policies.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+
+from healer.matchers import match_all
+from healer.models import Signal
+from healer.policy import AlertTrigger, CompiledPolicy, MetricTrigger, Silence
+
+_LITERALS = re.compile(r"^[A-Za-z0-9_:-]+(?:\|[A-Za-z0-9_:-]+)*$")
+
+
+def _pinned_alertnames(trigger: AlertTrigger) -> list[str] | None:
+    """The alertnames a trigger can match, when its matchers pin them; else None."""
+    for m in trigger.matchers:
+        if m.name != "alertname":
+            continue
+        if m.op == "=":
+            return [m.value]
+        if m.op == "=~" and _LITERALS.match(m.value):
+            return list(dict.fromkeys(m.value.split("|")))
+    return None
+
+
+class PolicySet:
+    def __init__(self, policies: Iterable[CompiledPolicy], silences: Iterable[Silence] = ()) -> None:
+        self.policies: dict[str, CompiledPolicy] = {}
+        self.silences: tuple[Silence, ...] = tuple(silences)
+        self._by_alertname: dict[str, list[CompiledPolicy]] = defaultdict(list)
+        self._alert_wild: list[CompiledPolicy] = []
+        self._by_metric: dict[str, list[CompiledPolicy]] = defaultdict(list)
+        for p in sorted(policies, key=lambda p: (p.priority, p.name)):
+            if p.name in self.policies:
+                raise ValueError(f"duplicate policy name {p.name!r}")
+            self.policies[p.name] = p
+            if isinstance(p.trigger, MetricTrigger):
+                self._by_metric[p.trigger.name].append(p)
+                continue
+            pinned = _pinned_alertnames(p.trigger)
+            if pinned is None:
+                self._alert_wild.append(p)
+            else:
+                for name in pinned:
+                    self._by_alertname[name].append(p)
+        self.revision = ",".join(f"{p.name}@{p.revision}" for p in self.policies.values())
+
+    def __len__(self) -> int:
+        return len(self.policies)
+
+    def candidates(self, signal: Signal) -> list[CompiledPolicy]:
+        """Policies whose trigger matchers match ``signal`` (status not considered)."""
+        if signal.kind == "metric":
+            labels = signal.match_labels()
+            return [
+                p for p in self._by_metric.get(signal.name or "", ())
+                if match_all(p.trigger.matchers, labels)
+            ]
+        name = signal.labels.get("alertname", "")
+        pool = self._by_alertname.get(name, [])
+        if self._alert_wild:
+            pool = sorted([*pool, *self._alert_wild], key=lambda p: (p.priority, p.name))
+        out = []
+        for p in pool:
+            assert isinstance(p.trigger, AlertTrigger)
+            if match_all(p.trigger.matchers, signal.labels):
+                out.append(p)
+        return out
+
+    def get(self, name: str) -> CompiledPolicy | None:
+        return self.policies.get(name)

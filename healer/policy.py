@@ -1,0 +1,462 @@
+"""The policy language v1: spec models (what authors write) and compiled policies.
+
+Spec models are pydantic with ``extra="forbid"``; :func:`compile_policy` turns a
+validated spec into an immutable :class:`CompiledPolicy` the engine runs
+(matchers and templates compiled once, durations parsed, params checked
+against the action catalog, revision computed). Loading YAML with file/line
+errors is ``healer.loader``'s job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from healer.catalog import Catalog, Params
+from healer.durations import parse_duration
+from healer.matchers import Matcher, MatcherError
+from healer.models import TargetKind, VerifySpec
+from healer.templating import FieldKind, Template, TemplateError
+
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+Duration = str | int | float
+
+
+def _duration(v: Any) -> Any:
+    if v is None:
+        return v
+    parse_duration(v)  # raises DurationError (a ValueError) with a hint
+    return v
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Metadata(Strict):
+    name: str = Field(max_length=63)
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _DNS1123.match(v):
+            raise ValueError(
+                f"name {v!r} must be a DNS-1123 label: lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit"
+            )
+        return v
+
+
+def _matchers(v: list[str]) -> list[str]:
+    for m in v:
+        Matcher.parse(m)
+    return v
+
+
+class AlertTriggerSpec(Strict):
+    matchers: list[str] = Field(min_length=1)
+    status: Literal["firing", "resolved", "any"] = "firing"
+
+    _m = field_validator("matchers")(classmethod(lambda cls, v: _matchers(v)))
+
+
+Aggregate = Literal["avg", "min", "max", "sum", "count", "last", "rate"]
+CompareOp = Literal[">", ">=", "<", "<=", "==", "!="]
+
+
+class MetricTriggerSpec(Strict):
+    name: str = Field(min_length=1)
+    matchers: list[str] = Field(default_factory=list)
+    group_by: list[str] = Field(default_factory=list)
+    aggregate: Aggregate = "avg"
+    window: Duration = "5m"
+    op: CompareOp = ">"
+    threshold: float
+    for_: Duration = Field(default=0, alias="for")
+
+    _m = field_validator("matchers")(classmethod(lambda cls, v: _matchers(v)))
+    _d = field_validator("window", "for_")(classmethod(lambda cls, v: _duration(v)))
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, v: Duration) -> Duration:
+        if parse_duration(v) <= timedelta(0):
+            raise ValueError("window must be longer than 0")
+        return v
+
+
+class TriggerSpec(Strict):
+    alert: AlertTriggerSpec | None = None
+    metric: MetricTriggerSpec | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> TriggerSpec:
+        if (self.alert is None) == (self.metric is None):
+            raise ValueError("give exactly one of trigger.alert or trigger.metric")
+        return self
+
+
+class TargetSpec(Strict):
+    kind: TargetKind
+    namespace: str | None = None
+    name: str | None = None
+    cluster: str | None = None
+    server: str | None = None
+    servers: list[str] | None = None
+    model: str | None = None
+    version: str | int | None = None
+
+    @model_validator(mode="after")
+    def _fields(self) -> TargetSpec:
+        given = {k for k in ("namespace", "name", "cluster", "server", "servers", "model", "version")
+                 if getattr(self, k) is not None}
+        allowed, required = TARGET_FIELDS[self.kind]
+        extra = given - allowed
+        if extra:
+            raise ValueError(f"{self.kind} targets take {sorted(allowed)}; remove {sorted(extra)}")
+        missing = required - given
+        if missing:
+            raise ValueError(f"{self.kind} targets need {sorted(missing)}")
+        if self.kind == "TritonModel" and (self.server is None) == (self.servers is None):
+            raise ValueError("TritonModel targets need exactly one of server or servers")
+        return self
+
+
+_K8S = ({"namespace", "name", "cluster"}, {"namespace", "name"})
+TARGET_FIELDS: dict[str, tuple[set[str], set[str]]] = {
+    "Deployment": _K8S,
+    "StatefulSet": _K8S,
+    "Pod": _K8S,
+    "Service": _K8S,
+    "HTTPRoute": _K8S,
+    "Node": ({"name", "cluster"}, {"name"}),
+    "TritonModel": ({"server", "servers", "model", "version"}, {"model"}),
+}
+FIELD_KINDS: dict[str, FieldKind] = {
+    "namespace": "namespace",
+    "name": "name",
+    "cluster": "context",
+    "server": "url",
+    "servers": "url",
+    "model": "model",
+    "version": "version",
+}
+
+
+class StepSpec(Strict):
+    use: str
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    times: int = Field(default=1, ge=1, le=1000)
+
+
+class BudgetSpec(Strict):
+    max: int = Field(ge=1)
+    per: Duration
+
+    _d = field_validator("per")(classmethod(lambda cls, v: _duration(v)))
+
+
+class GuardsSpec(Strict):
+    cooldown: Duration = 0
+    budget: BudgetSpec | None = None
+    approval: Literal["auto", "manual"] = "auto"
+    approval_timeout: Duration = "30m"
+    namespaces: list[str] | None = None
+    dry_run: bool = False
+
+    _d = field_validator("cooldown", "approval_timeout")(classmethod(lambda cls, v: _duration(v)))
+
+
+class VerifySpecYaml(Strict):
+    timeout: Duration = "5m"
+    rollback: bool = True
+
+    _d = field_validator("timeout")(classmethod(lambda cls, v: _duration(v)))
+
+
+class PolicySpec(Strict):
+    priority: int = Field(default=100, ge=0, le=1_000_000)
+    trigger: TriggerSpec
+    target: TargetSpec
+    actions: list[StepSpec] = Field(min_length=1, max_length=32)
+    guards: GuardsSpec = Field(default_factory=GuardsSpec)
+    verify: VerifySpecYaml = Field(default_factory=VerifySpecYaml)
+
+
+class PolicyDoc(Strict):
+    apiVersion: Literal["healer/v1"]
+    kind: Literal["Policy"]
+    metadata: Metadata
+    spec: PolicySpec
+
+
+class SilenceSpec(Strict):
+    matchers: list[str] = Field(min_length=1)
+    startsAt: datetime
+    endsAt: datetime
+    comment: str = ""
+    createdBy: str = ""
+
+    _m = field_validator("matchers")(classmethod(lambda cls, v: _matchers(v)))
+
+    @model_validator(mode="after")
+    def _range(self) -> SilenceSpec:
+        if self.startsAt.tzinfo is None or self.endsAt.tzinfo is None:
+            raise ValueError("startsAt and endsAt need a timezone (e.g. Z)")
+        if self.endsAt <= self.startsAt:
+            raise ValueError("endsAt must be after startsAt")
+        return self
+
+
+class SilenceDoc(Strict):
+    apiVersion: Literal["healer/v1"]
+    kind: Literal["Silence"]
+    metadata: Metadata
+    spec: SilenceSpec
+
+
+# ---------------------------------------------------------------- compiled
+
+
+@dataclass(frozen=True)
+class AlertTrigger:
+    matchers: tuple[Matcher, ...]
+    status: Literal["firing", "resolved", "any"]
+
+
+@dataclass(frozen=True)
+class MetricTrigger:
+    name: str
+    matchers: tuple[Matcher, ...]
+    group_by: tuple[str, ...]
+    aggregate: Aggregate
+    window: timedelta
+    op: CompareOp
+    threshold: float
+    for_: timedelta
+
+
+@dataclass(frozen=True)
+class Step:
+    use: str
+    with_: dict[str, Any]
+    params: Params
+    times: int
+
+
+@dataclass(frozen=True)
+class Budget:
+    max: int
+    per: timedelta
+
+
+@dataclass(frozen=True)
+class Guards:
+    cooldown: timedelta
+    budget: Budget | None
+    approval: Literal["auto", "manual"]
+    approval_timeout: timedelta
+    namespaces: tuple[str, ...] | None
+    dry_run: bool
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    name: str
+    revision: str
+    priority: int
+    description: str
+    trigger: AlertTrigger | MetricTrigger
+    target_kind: TargetKind
+    target: tuple[tuple[str, Template | tuple[Template, ...]], ...]
+    steps: tuple[Step, ...]
+    guards: Guards
+    verify: VerifySpec
+    source: str = ""
+
+    @property
+    def is_metric(self) -> bool:
+        return isinstance(self.trigger, MetricTrigger)
+
+    def step_at(self, position: int) -> tuple[int, Step]:
+        """The ladder rung for the ``position``-th acted decision of an incident."""
+        acc = 0
+        for i, step in enumerate(self.steps):
+            acc += step.times
+            if position < acc:
+                return i, step
+        return len(self.steps) - 1, self.steps[-1]
+
+
+@dataclass(frozen=True)
+class Silence:
+    name: str
+    matchers: tuple[Matcher, ...]
+    starts_at: datetime
+    ends_at: datetime
+    comment: str
+
+    def active(self, now: datetime) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+
+class CompileError(ValueError):
+    """A policy that validates structurally but cannot run; ``path`` locates it."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+_DURATION_PATHS = (
+    ("trigger", "metric", "window"),
+    ("trigger", "metric", "for"),
+    ("guards", "cooldown"),
+    ("guards", "approval_timeout"),
+    ("guards", "budget", "per"),
+    ("verify", "timeout"),
+)
+
+
+def revision_of(spec: PolicySpec) -> str:
+    """Hash of the normalised spec: stable under key order, formatting, defaults
+    and duration spelling ("5m" == "300s" == 300)."""
+    norm = spec.model_dump(mode="json", by_alias=True)
+    for path in _DURATION_PATHS:
+        node: Any = norm
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(path[-1]) is not None:
+            node[path[-1]] = parse_duration(node[path[-1]]).total_seconds()
+    blob = json.dumps(norm, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def compile_policy(doc: PolicyDoc, catalog: Catalog, source: str = "") -> CompiledPolicy:
+    spec = doc.spec
+    trig: AlertTrigger | MetricTrigger
+    if spec.trigger.alert is not None:
+        a = spec.trigger.alert
+        trig = AlertTrigger(tuple(Matcher.parse(m) for m in a.matchers), a.status)
+    else:
+        m = spec.trigger.metric
+        assert m is not None
+        trig = MetricTrigger(
+            name=m.name,
+            matchers=tuple(Matcher.parse(x) for x in m.matchers),
+            group_by=tuple(m.group_by),
+            aggregate=m.aggregate,
+            window=parse_duration(m.window),
+            op=m.op,
+            threshold=m.threshold,
+            for_=parse_duration(m.for_),
+        )
+    target: list[tuple[str, Template | tuple[Template, ...]]] = []
+    for fname in ("namespace", "name", "cluster", "server", "servers", "model", "version"):
+        raw = getattr(spec.target, fname)
+        if raw is None:
+            continue
+        try:
+            if isinstance(raw, list):
+                target.append((fname, tuple(Template.parse(str(x)) for x in raw)))
+            else:
+                target.append((fname, Template.parse(str(raw))))
+        except TemplateError as exc:
+            raise CompileError(("spec", "target", fname), str(exc)) from exc
+    if isinstance(trig, MetricTrigger):
+        for fname, tpl in target:
+            for t in tpl if isinstance(tpl, tuple) else (tpl,):
+                for ref in t.refs:
+                    if ref.source == "labels" and ref.key not in trig.group_by:
+                        raise CompileError(
+                            ("spec", "target", fname),
+                            f"metric policies may template targets only from group_by labels; "
+                            f"add {ref.key!r} to trigger.metric.group_by or remove it from the target",
+                        )
+                    if ref.source == "annotations":
+                        raise CompileError(
+                            ("spec", "target", fname), "metric samples have no annotations"
+                        )
+    steps: list[Step] = []
+    for i, st in enumerate(spec.actions):
+        aspec = catalog.get(st.use)
+        if aspec is None:
+            raise CompileError(
+                ("spec", "actions", i, "use"),
+                f"unknown action {st.use!r}; known actions: {', '.join(catalog.names())}",
+            )
+        if spec.target.kind not in aspec.target_kinds:
+            raise CompileError(
+                ("spec", "actions", i, "use"),
+                f"{st.use} cannot act on a {spec.target.kind} target "
+                f"(it takes {', '.join(sorted(aspec.target_kinds))})",
+            )
+        try:
+            params = aspec.parse(st.with_)
+        except ValueError as exc:
+            raise CompileError(("spec", "actions", i, "with"), f"bad params for {st.use}: {exc}") from exc
+        steps.append(Step(st.use, dict(st.with_), params, st.times))
+    g = spec.guards
+    if g.namespaces is not None and "namespace" not in TARGET_FIELDS[spec.target.kind][0]:
+        raise CompileError(
+            ("spec", "guards", "namespaces"),
+            f"{spec.target.kind} targets have no namespace, so guards.namespaces would never "
+            "refuse anything; remove it (or restrict the trigger with a namespace matcher)",
+        )
+    guards = Guards(
+        cooldown=parse_duration(g.cooldown),
+        budget=Budget(g.budget.max, parse_duration(g.budget.per)) if g.budget else None,
+        approval=g.approval,
+        approval_timeout=parse_duration(g.approval_timeout),
+        namespaces=tuple(g.namespaces) if g.namespaces is not None else None,
+        dry_run=g.dry_run,
+    )
+    return CompiledPolicy(
+        name=doc.metadata.name,
+        revision=revision_of(spec),
+        priority=spec.priority,
+        description=doc.metadata.description,
+        trigger=trig,
+        target_kind=spec.target.kind,
+        target=tuple(target),
+        steps=tuple(steps),
+        guards=guards,
+        verify=VerifySpec(
+            timeout_seconds=parse_duration(spec.verify.timeout).total_seconds(),
+            rollback=spec.verify.rollback,
+        ),
+        source=source,
+    )
+
+
+def compile_silence(doc: SilenceDoc) -> Silence:
+    s = doc.spec
+    return Silence(
+        name=doc.metadata.name,
+        matchers=tuple(Matcher.parse(m) for m in s.matchers),
+        starts_at=s.startsAt,
+        ends_at=s.endsAt,
+        comment=s.comment,
+    )
+
+
+__all__ = [
+    "CompileError",
+    "CompiledPolicy",
+    "MatcherError",
+    "PolicyDoc",
+    "Silence",
+    "SilenceDoc",
+    "compile_policy",
+    "compile_silence",
+]

@@ -1,0 +1,50 @@
+"""Event-time helpers: parse RFC 3339 / epoch seconds, format as RFC 3339 UTC.
+
+Pure; the engine never reads the clock, callers pass ``now``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def parse_time(value: str | int | float | datetime) -> datetime:
+    """Parse an RFC 3339 string or epoch seconds into an aware UTC datetime."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, bool):
+        raise ValueError(f"not a time: {value!r}")
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(float(value), tz=UTC)
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    # Alertmanager sends nanosecond precision; Python keeps microseconds.
+    if "." in text:
+        head, _, rest = text.partition(".")
+        frac = ""
+        i = 0
+        while i < len(rest) and rest[i].isdigit():
+            frac += rest[i]
+            i += 1
+        text = f"{head}.{frac[:6].ljust(6, '0')}{rest[i:]}"
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        raise ValueError(f"time {value!r} has no timezone (use Z or +00:00)")
+    return dt.astimezone(UTC)
+
+
+def format_time(dt: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` suffix; milliseconds only when present."""
+    dt = dt.astimezone(UTC)
+    if dt.microsecond:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_millis(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000.0, tz=UTC)
+
+
+def to_millis(dt: datetime) -> int:
+    return round(dt.timestamp() * 1000)

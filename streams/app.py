@@ -1,0 +1,468 @@
+"""The healer worker's Faust app: topics, tables and agents.
+
+Pipeline (every arrow is a Kafka topic; ``{app}`` is the app id):
+
+    {app}.alerts / {app}.metrics --ingest--> {app}.signals (keyed by target)
+    {app}.signals --decide--> {app}.actions (keyed by target), {app}.approval-requests
+    {app}.approval-requests + {app}.approvals --approvals--> {app}.actions
+    {app}.actions --execute--> executors (actions.runner)
+    every stage --> {app}.audit-log --seal--> {app}.audit (one hash chain per partition)
+    bad input --> {app}.deadletter (+ event.rejected in the audit)
+
+Exactly-once effect without Kafka transactions: every output carries a
+deterministic id (event ids from source coordinates, action ids from the
+engine, audit entry ids from their content); each stage writes its outputs and
+waits for the broker's ack before it updates its table, and remembers the
+offsets and ids it has applied, so a replay after a crash re-sends the same
+ids, which the next stage drops (ledger, applied offsets, the sealer's id set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+
+from actions.registry import ExecutorRegistry
+from actions.runner import RetryPolicy, Runner
+from healer.audit import AuditEntry, for_action, for_decision, for_event
+from healer.engine import EngineSettings, Route, decide, route
+from healer.index import PolicySet
+from healer.ingest import Rejected, parse_record
+from healer.models import ActionRequest, EventRef, Signal, Target
+from healer.settings import Settings
+from healer.state import GlobalState, TargetState
+from healer.timeutil import format_time, to_millis
+from streams.codec import dumps, loads
+from streams.sealer import Sealer
+from streams.topics import TopicNames
+
+log = logging.getLogger("healer.worker")
+
+SEEN_EVENTS = 256  # event ids remembered per target, to drop replayed signals
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _kafka_url(bootstrap: str) -> str:
+    return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
+
+
+class HealerApp:
+    """Builds the Faust app for one worker process; tests and the CLI use it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        policies: PolicySet,
+        registry: ExecutorRegistry,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.policies = policies
+        self.engine: EngineSettings = settings.engine()
+        self.names = TopicNames(settings.app_id)
+        self.bootstrap = settings.bootstrap()
+        self.registry = registry
+        self.gstate = GlobalState()
+        self.states: dict[str, TargetState] = {}
+        self.seen: dict[str, OrderedDict[str, None]] = {}
+        self.broker_ok = False
+        self.started_at = _now()
+        parts = settings.topic_partitions
+        state_dir = settings.state_dir()
+        state_dir.mkdir(parents=True, exist_ok=True)
+
+        self.app = faust.App(
+            settings.app_id,
+            broker=_kafka_url(self.bootstrap),
+            store="memory://",
+            autodiscover=False,
+            datadir=str(state_dir),
+            key_serializer="raw",
+            value_serializer="raw",
+            topic_partitions=parts,
+            topic_replication_factor=settings.topic_replicas,
+            web_enabled=False,
+            producer_acks=-1,
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=1.0,
+            table_standby_replicas=0,
+            stream_wait_empty=False,
+        )
+        t = self.app.topic
+        self.t_alerts = t(self.names.alerts, partitions=parts, internal=True)
+        self.t_metrics = t(self.names.metrics, partitions=parts, internal=True)
+        self.t_signals = t(self.names.signals, partitions=parts, internal=True)
+        self.t_actions = t(self.names.actions, partitions=parts, internal=True)
+        self.t_approvals_in = t(self.names.approvals, self.names.approval_requests, partitions=parts, internal=True)
+        self.t_approval_requests = t(self.names.approval_requests, partitions=parts, internal=True)
+        self.t_approvals = t(self.names.approvals, partitions=parts, internal=True)
+        self.t_audit_log = t(self.names.audit_log, partitions=parts, internal=True)
+        self.t_audit = t(self.names.audit, partitions=parts, internal=True)
+        self.t_deadletter = t(self.names.deadletter, partitions=parts, internal=True)
+
+        self.targets = self.app.Table("targets", default=None, partitions=parts)
+        self.ledger = self.app.Table("ledger", default=None, partitions=parts)
+        self.pending = self.app.Table("pending", default=None, partitions=parts)
+
+        self.sealer = Sealer(self.bootstrap, self.names.audit)
+        self.runner = Runner(registry, self.audit, retry=retry)
+
+        self.app.agent(self.t_alerts, name="ingest-alerts")(self._ingest("alerts"))
+        self.app.agent(self.t_metrics, name="ingest-metrics")(self._ingest("metrics"))
+        self.app.agent(self.t_signals, name="decide")(self._decide)
+        self.app.agent(self.t_approvals_in, name="approvals")(self._approvals)
+        self.app.agent(self.t_actions, name="execute")(self._execute)
+        self.app.agent(self.t_audit_log, name="seal")(self._seal)
+        self.app.timer(interval=5.0)(self._check_broker)
+        self.app.timer(interval=10.0)(self._expire_approvals)
+
+        @self.app.on_partitions_revoked.connect  # type: ignore[arg-type]
+        async def _revoked(app: Any, revoked: Any, **kw: Any) -> None:
+            # caches are only valid for partitions this process owns
+            self.states.clear()
+            self.seen.clear()
+            self.sealer.forget()
+
+    TABLES = ("targets", "ledger", "pending")
+
+    def topic_layout(self) -> dict[str, int]:
+        """Every topic this worker reads or writes, with its partition count."""
+        n = self.settings.topic_partitions
+        names = [
+            self.names.alerts, self.names.metrics, self.names.signals, self.names.actions,
+            self.names.approvals, self.names.approval_requests, self.names.audit_log,
+            self.names.audit, self.names.deadletter,
+            *self.changelog_topics(),
+        ]
+        return {name: n for name in names}
+
+    def changelog_topics(self) -> list[str]:
+        return [f"{self.settings.app_id}-{t}-changelog" for t in self.TABLES]
+
+    def topic_configs(self) -> dict[str, dict[str, str]]:
+        return {name: {"cleanup.policy": "compact"} for name in self.changelog_topics()}
+
+    # ---------------------------------------------------------------- audit
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Write an unsealed entry and wait for the broker's ack."""
+        fut = await self.t_audit_log.send(key=entry.routing_key().encode(), value=dumps(entry.body()))
+        await fut
+
+    async def _send_all(self, sends: list[Awaitable[Any]]) -> None:
+        futs = [await s for s in sends]
+        await asyncio.gather(*futs)
+
+    # ---------------------------------------------------------------- ingest
+
+    def _ingest(self, kind: str) -> Any:
+        async def agent(stream: Any) -> None:
+            async for event in stream.events():
+                try:
+                    await self._ingest_one(kind, event)
+                except Exception:
+                    log.exception("ingest failed for %s:%s", event.message.partition, event.message.offset)
+                    raise
+        return agent
+
+    async def _ingest_one(self, kind: str, event: Any) -> None:
+        msg = event.message
+        topic = msg.topic
+        event_base = f"{topic}:{msg.partition}:{msg.offset}"
+        record_time = datetime.fromtimestamp(msg.timestamp, tz=UTC) if msg.timestamp else _now()
+        value = event.value
+        result = parse_record(kind, value, record_time, event_base)
+        sends: list[Awaitable[Any]] = []
+        now = _now()
+        if isinstance(result, Rejected):
+            raw = value if isinstance(value, bytes | bytearray) else b""
+            dl = {
+                "topic": topic,
+                "partition": msg.partition,
+                "offset": msg.offset,
+                "error": result.reason,
+                "raw": raw.decode("utf-8", errors="replace") if raw else None,
+                "raw_base64": None,
+                "time": format_time(now),
+            }
+            if raw:
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    import base64
+
+                    dl["raw"] = None
+                    dl["raw_base64"] = base64.b64encode(raw).decode()
+            sends.append(self.t_deadletter.send(key=event.key, value=dumps(dl)))
+            entry = for_event(
+                "event.rejected", EventRef(id=event_base), now, reason=result.reason,
+                detail={"topic": topic, "partition": msg.partition, "offset": msg.offset, "bytes": len(raw)},
+            )
+            sends.append(self.t_audit_log.send(key=entry.routing_key().encode(), value=dumps(entry.body())))
+            await self._send_all(sends)
+            return
+        for sig in result:
+            routes = route(sig, self.policies)
+            entry = for_event(
+                "event.received", sig.ref, now,
+                detail={"topic": topic, "partition": msg.partition, "offset": msg.offset,
+                        "kind": sig.kind, "routes": len(routes)},
+            )
+            sends.append(self.t_audit_log.send(key=entry.routing_key().encode(), value=dumps(entry.body())))
+            for rt in routes:
+                payload = {
+                    "signal": sig.model_dump(mode="json"),
+                    "route": {"key": rt.key, "target": rt.target.brief() if rt.target else None,
+                              "policies": list(rt.policies), "failures": [list(f) for f in rt.failures]},
+                    "ingested_at": format_time(now),
+                }
+                sends.append(self.t_signals.send(key=rt.key.encode(), value=dumps(payload),
+                                                 timestamp=to_millis(sig.time) / 1000.0))
+        await self._send_all(sends)
+
+    # ---------------------------------------------------------------- decide
+
+    def _state(self, key: str) -> tuple[TargetState, int, OrderedDict[str, None]]:
+        st = self.states.get(key)
+        raw = None
+        if st is None or key not in self.seen:
+            raw = self.targets.get(key)
+            st = TargetState.from_dict(raw["s"] if raw else None)
+            self.states[key] = st
+            self.seen[key] = OrderedDict((e, None) for e in (raw or {}).get("seen", []))
+        applied = (raw or self.targets.get(key) or {}).get("o", -1)
+        return st, applied, self.seen[key]
+
+    async def _decide(self, stream: Any) -> None:
+        async for event in stream.events():
+            key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
+            try:
+                await self._decide_one(key, event)
+            except Exception:
+                # the cache may be ahead of the table now: drop it, the table is the truth
+                self.states.pop(key, None)
+                self.seen.pop(key, None)
+                log.exception("decide failed for %s", key)
+                raise
+
+    async def _decide_one(self, key: str, event: Any) -> None:
+        msg = loads(event.value)
+        offset = event.message.offset
+        st, applied, seen = self._state(key)
+        if offset <= applied:
+            return  # replay of a signal whose effects are already in the table
+        sig = Signal.model_validate(msg["signal"])
+        r = msg["route"]
+        rt = Route(
+            key=r["key"],
+            target=Target.model_validate(r["target"]) if r["target"] else None,
+            policies=tuple(r["policies"]),
+            failures=tuple((a, b) for a, b in r.get("failures", [])),
+        )
+        sends: list[Awaitable[Any]] = []
+        now = _now()
+        if sig.event_id in seen:
+            pass  # the same input routed twice (ingest replay): already decided
+        else:
+            out = decide(sig, rt, self.policies, st, self.gstate, self.engine)
+            if out.duplicate:
+                e = for_event("event.duplicate", sig.ref, now, nonce=rt.key,
+                              detail={"route": rt.key, "reason": "same fingerprint, startsAt and status within dedup_window"})
+                sends.append(self._audit_send(e))
+            for d in out.decisions:
+                e = for_decision(d, now)
+                sends.append(self._audit_send(e))
+                if d.decision == "execute":
+                    req = ActionRequest.from_decision(d)
+                    sends.append(self.t_actions.send(key=d.target.key().encode() if d.target else None,
+                                                     value=req.model_dump_json(by_alias=True).encode()))
+                elif d.decision == "pending_approval":
+                    req = ActionRequest.from_decision(d)
+                    body = {
+                        "action_id": d.action_id,
+                        "decision": "request",
+                        "request": req.model_dump(mode="json", by_alias=True),
+                        "expires_at": now.timestamp() + (d.approval_timeout_seconds or 1800.0),
+                    }
+                    sends.append(self.t_approval_requests.send(key=(d.action_id or "").encode(), value=dumps(body)))
+            seen[sig.event_id] = None
+            while len(seen) > SEEN_EVENTS:
+                seen.popitem(last=False)
+        await self._send_all(sends)
+        self.targets[key] = {"s": st.to_dict(), "o": offset, "seen": list(seen)}
+
+    def _audit_send(self, entry: AuditEntry) -> Awaitable[Any]:
+        return self.t_audit_log.send(key=entry.routing_key().encode(), value=dumps(entry.body()))
+
+    # ---------------------------------------------------------------- approvals
+
+    async def _approvals(self, stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                await self._approval_one(event)
+            except Exception:
+                log.exception("approval handling failed")
+                raise
+
+    async def _approval_one(self, event: Any) -> None:
+        try:
+            msg = loads(event.value)
+        except ValueError:
+            msg = None
+        topic = event.message.topic
+        now = _now()
+        if not isinstance(msg, dict) or not isinstance(msg.get("action_id"), str):
+            bad = for_event("event.rejected", EventRef(id=f"{topic}:{event.message.partition}:{event.message.offset}"),
+                            now, reason="approval message needs action_id and decision")
+            await (await self._audit_send(bad))
+            return
+        aid = msg["action_id"]
+        if topic == self.names.approval_requests:
+            if self.pending.get(aid) is None:
+                self.pending[aid] = {"state": "pending", "request": msg["request"], "expires_at": msg["expires_at"]}
+            return
+        decision = msg.get("decision")
+        actor = str(msg.get("actor") or "unknown")[:200]
+        reason = str(msg.get("reason") or "")[:2000] or None
+        pend: dict[str, Any] | None = self.pending.get(aid)
+        if pend is None:
+            if event.key != aid.encode():
+                # produced with another key: forward to the partition that owns this action
+                await (await self.t_approvals.send(key=aid.encode(), value=event.value))
+                return
+            rej = for_event("event.rejected", EventRef(id=f"{topic}:{event.message.partition}:{event.message.offset}"),
+                            now, reason=f"unknown action id {aid[:80]!r}: no pending approval")
+            await (await self._audit_send(rej))
+            return
+        entry: dict[str, Any] = pend
+        req = ActionRequest.model_validate(entry["request"])
+        if entry["state"] != "pending":
+            note = for_event("event.rejected", EventRef(id=f"{topic}:{event.message.partition}:{event.message.offset}"),
+                             now, reason=f"action {aid} is already {entry['state']}")
+            await (await self._audit_send(note))
+            return
+        if decision == "approve":
+            await self._send_all([
+                self._audit_send(for_action("action.approved", req, now, actor=f"user:{actor}", reason=reason)),
+                self._audit_send(for_action("action.queued", req, now, actor=f"user:{actor}")),
+                self.t_actions.send(key=req.target.key().encode(), value=req.model_dump_json(by_alias=True).encode()),
+            ])
+            self.pending[aid] = {**entry, "state": "approved", "by": actor}
+        elif decision == "expire":
+            if now.timestamp() < float(entry.get("expires_at", 0)):
+                return  # not due (or a forged early expiry): ignore
+            await (await self._audit_send(for_action(
+                "action.expired", req, now, actor="healer",
+                reason="approval_timeout passed without a decision")))
+            self.pending[aid] = {**entry, "state": "expired"}
+        elif decision == "deny":
+            await (await self._audit_send(for_action("action.denied", req, now, actor=f"user:{actor}", reason=reason)))
+            self.pending[aid] = {**entry, "state": "denied", "by": actor}
+        else:
+            note = for_event("event.rejected", EventRef(id=f"{topic}:{event.message.partition}:{event.message.offset}"),
+                             now, reason=f"decision must be approve or deny, not {str(decision)[:40]!r}")
+            await (await self._audit_send(note))
+
+    async def _expire_approvals(self) -> None:
+        now = _now()
+        for aid, entry in list(self.pending.items()):
+            if not entry or entry.get("state") != "pending" or entry.get("expires_at", 0) > now.timestamp():
+                continue
+            # a table write outside an agent has no partition: route it via the topic
+            await (await self.t_approvals.send(
+                key=aid.encode(),
+                value=dumps({"action_id": aid, "decision": "expire", "actor": "healer"}),
+            ))
+
+    # ---------------------------------------------------------------- execute
+
+    async def _execute(self, stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                await self._execute_one(event)
+            except Exception:
+                log.exception("execute failed")
+                raise
+
+    async def _execute_one(self, event: Any) -> None:
+        req = ActionRequest.model_validate_json(event.value)
+        now = _now()
+        entry = self.ledger.get(req.action_id)
+        if entry is not None:
+            note = for_event(
+                "event.duplicate", req.event or EventRef(id=req.action_id), now,
+                reason=f"action {req.action_id} already {entry['state']}: not run again",
+                nonce=f"{req.action_id}:{event.message.offset}",
+            )
+            note = note.model_copy(update={"action_id": req.action_id})
+            await (await self._audit_send(note))
+            return
+        self.ledger[req.action_id] = {"state": "running", "request": req.model_dump(mode="json", by_alias=True),
+                                      "started": format_time(now)}
+        outcome = await self.runner.run(req)
+        self.ledger[req.action_id] = {
+            "state": outcome.status,
+            "request": req.model_dump(mode="json", by_alias=True),
+            "before": outcome.before,
+            "after": outcome.after,
+            "reason": outcome.reason,
+            "reversible": outcome.reversible,
+            "finished": format_time(_now()),
+        }
+
+    # ---------------------------------------------------------------- seal
+
+    async def _seal(self, stream: Any) -> None:
+        async for event in stream.events():
+            p = event.message.partition
+            try:
+                body = loads(event.value)
+                rec = await self.sealer.seal(p, event.message.offset, body)
+                if rec is not None:
+                    fut = await self.t_audit.send(key=event.key, value=dumps(rec), partition=p)
+                    await fut
+            except Exception:
+                self.sealer.forget({p})
+                log.exception("sealing failed on partition %s", p)
+                raise
+
+    # ---------------------------------------------------------------- health
+
+    async def _check_broker(self) -> None:
+        from aiokafka.client import AIOKafkaClient
+
+        client = AIOKafkaClient(bootstrap_servers=self.bootstrap, request_timeout_ms=4000)
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout=4.5)
+            self.broker_ok = True
+        except Exception:
+            self.broker_ok = False
+        finally:
+            await client.close()
+
+    def readiness(self) -> dict[str, Any]:
+        app = self.app
+        assigned = False
+        try:
+            assigned = bool(app.consumer.assignment())
+        except Exception:
+            assigned = False
+        recovery = getattr(app.tables, "recovery", None)
+        recovered = bool(recovery.completed.is_set()) if recovery is not None else False
+        rebalancing = bool(getattr(app, "rebalancing", False))
+        return {
+            "broker": self.broker_ok,
+            "assigned": assigned,
+            "recovered": recovered,
+            "rebalancing": rebalancing,
+            "ready": self.broker_ok and assigned and recovered and not rebalancing,
+        }

@@ -1,0 +1,138 @@
+"""Plain Kafka clients for the CLI and tests: produce records, read a topic.
+
+Used by ``healer emit``, ``healer audit``, ``healer approvals``; not by the
+worker (which goes through Faust).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not answer; the message says where we tried."""
+
+
+@dataclass(frozen=True)
+class OutRecord:
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int | None = None
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[OutRecord], timeout: float = 30.0) -> int:
+    """Produce records in order with acks=all and idempotence; return the count acked."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+        request_timeout_ms=int(timeout * 1000), linger_ms=5,
+    )
+    try:
+        await asyncio.wait_for(producer.start(), timeout=timeout)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        await producer.stop()
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+    try:
+        futs = []
+        for r in records:
+            futs.append(await producer.send(topic, r.value, key=r.key, timestamp_ms=r.timestamp_ms))
+        await asyncio.wait_for(asyncio.gather(*futs), timeout=timeout)
+        return len(futs)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    follow: bool = False,
+    idle_timeout: float = 2.0,
+    start_timeout: float = 30.0,
+) -> AsyncIterator[Any]:
+    """Yield every record of ``topic`` from the beginning.
+
+    Without ``follow`` it stops once it has read up to the end offsets it saw
+    at the start (so a snapshot, even of a busy topic, terminates).
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest", isolation_level="read_committed",
+    )
+    try:
+        await asyncio.wait_for(consumer.start(), timeout=start_timeout)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        await consumer.stop()
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            return
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps) if not follow else {}
+        while True:
+            if not follow and all([await consumer.position(tp) >= end[tp] for tp in tps]):
+                return
+            batch = await consumer.getmany(timeout_ms=int(idle_timeout * 1000), max_records=2000)
+            if not batch and not follow:
+                if all([await consumer.position(tp) >= end[tp] for tp in tps]):
+                    return
+                continue
+            for _tp, msgs in sorted(batch.items(), key=lambda kv: kv[0].partition):
+                for m in msgs:
+                    if not follow and m.offset >= end[_tp]:
+                        continue
+                    yield m
+    finally:
+        await consumer.stop()
+
+
+async def ensure_topics(
+    bootstrap: str, topics: dict[str, int], replicas: int = 1, timeout: float = 60.0,
+    configs: dict[str, dict[str, str]] | None = None,
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created.
+
+    Existing topics are left alone (their partition count is reported by
+    :func:`topic_partitions`, not changed).
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout=timeout)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        await admin.close()
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, num_partitions=n, replication_factor=replicas,
+                     topic_configs=(configs or {}).get(name, {}))
+            for name, n in topics.items() if name not in existing
+        ]
+        if not missing:
+            return []
+        try:
+            resp = await admin.create_topics(missing)
+        except TopicAlreadyExistsError:
+            return []
+        created = []
+        for name, code, *_rest in getattr(resp, "topic_errors", getattr(resp, "topic_error_codes", [])):
+            if code == 0:
+                created.append(name)
+            elif code != 36:  # 36: TOPIC_ALREADY_EXISTS (another worker won the race)
+                raise BrokerUnavailable(f"creating topic {name} failed with Kafka error code {code}")
+        return created
+    finally:
+        await admin.close()

@@ -1,0 +1,108 @@
+"""Run one worker process: load settings and policies, start HTTP, run Faust.
+
+Called by ``healer run``. Exits 1 with the load errors when policies are
+invalid; stops cleanly on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from actions.noop import NoopExecutor
+from actions.registry import ExecutorRegistry
+from healer.index import PolicySet
+from healer.settings import Settings
+from streams import http
+from streams.app import HealerApp
+
+log = logging.getLogger("healer.worker")
+
+
+def build_registry(settings: Settings) -> ExecutorRegistry:
+    """All executors this worker can run; optional ones load lazily."""
+    registry = ExecutorRegistry()
+    registry.register(NoopExecutor())
+    try:
+        from actions.webhook import WebhookExecutor
+
+        registry.register(WebhookExecutor())
+    except ImportError:  # pragma: no cover - optional module during development
+        pass
+    try:
+        from actions.triton import triton_executors
+
+        auth = settings.triton_auth_value.get_secret_value() if settings.triton_auth_value else None
+        registry.register_all(triton_executors(auth_header=settings.triton_auth_header, auth_value=auth))
+    except ImportError:
+        pass
+    try:
+        from actions.kubernetes import kubernetes_executors
+
+        registry.register_all(
+            kubernetes_executors(
+                kubeconfig=settings.kubeconfig,
+                context=settings.kube_context,
+                allowed_namespaces=settings.allowed_namespaces,
+            )
+        )
+    except ImportError:
+        pass
+    return registry
+
+
+async def _ensure_topics(healer: HealerApp, settings: Settings, patience: float = 300.0) -> None:
+    """Create missing topics, retrying while the broker is not up yet."""
+    from streams.client import BrokerUnavailable, ensure_topics
+
+    deadline = loop_time() + patience
+    while True:
+        try:
+            created = await ensure_topics(
+                healer.bootstrap, healer.topic_layout(), settings.topic_replicas,
+                configs=healer.topic_configs(),
+            )
+            if created:
+                log.info("created topics: %s", ", ".join(created))
+            return
+        except BrokerUnavailable as exc:
+            if loop_time() > deadline:
+                raise
+            log.warning("%s; retrying in 5s", exc)
+            await asyncio.sleep(5)
+
+
+def loop_time() -> float:
+    return asyncio.get_event_loop().time()
+
+
+def run(settings: Settings, policies: PolicySet) -> int:
+    import faust
+
+    registry = build_registry(settings)
+    healer = HealerApp(settings, policies, registry)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    runner = loop.run_until_complete(http.start(http.build(healer), settings.http_host, settings.http_port))
+    if settings.create_topics:
+        loop.run_until_complete(_ensure_topics(healer, settings))
+    log.info(
+        "healer worker app_id=%s bootstrap=%s policies=%d executors=%s",
+        settings.app_id, healer.bootstrap, len(policies), ",".join(registry.names()),
+    )
+    worker = faust.Worker(healer.app, loop=loop, loglevel=settings.log_level, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+        return code
+    finally:
+        try:
+            if not loop.is_closed():
+                loop.run_until_complete(runner.cleanup())
+                loop.run_until_complete(registry.close())
+        except Exception:  # shutting down: nothing left to report to
+            pass
+        sys.stdout.flush()
+    return 0

@@ -1,0 +1,180 @@
+"""pytest plugin: start real ``healer run`` worker processes and read topics.
+
+``healer_worker`` is a factory: ``start(policies_dir, app_id, **env)`` launches
+``python -m healer.cli.main run`` as a subprocess, waits for /readyz and
+returns a handle whose ``kill()`` sends SIGKILL (crash tests) and ``stop()``
+SIGTERM. Every worker is stopped at the end of the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.client import OutRecord, produce
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    http_port: int
+    log_path: Path
+    app_id: str
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def get(self, path: str, timeout: float = 2.0) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=timeout) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                code, _ = self.get("/readyz")
+                if code == 200:
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(line for line in lines if not line.startswith(("|", "〃", "+")))[-8000:]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return int(self.proc.returncode)
+
+
+@dataclass
+class WorkerFactory:
+    bootstrap: str
+    tmp: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    def start(
+        self, policies: Path | str, app_id: str, wait: bool = True, partitions: int = 3,
+        **env: str,
+    ) -> Worker:
+        port = free_port()
+        n = len(self.workers)
+        log_path = self.tmp / f"worker-{app_id}-{n}.log"
+        data_dir = self.tmp / f"data-{n}"
+        full_env = {
+            **os.environ,
+            "HEALER_BOOTSTRAP_SERVERS": self.bootstrap,
+            "HEALER_APP_ID": app_id,
+            "HEALER_POLICIES": str(policies),
+            "HEALER_HTTP_PORT": str(port),
+            "HEALER_HTTP_HOST": "127.0.0.1",
+            "HEALER_DATA_DIR": str(data_dir),
+            "HEALER_TOPIC_PARTITIONS": str(partitions),
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "healer.cli.main", "run"],
+                env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        w = Worker(proc, port, log_path, app_id)
+        self.workers.append(w)
+        if wait:
+            w.wait_ready()
+        return w
+
+    def stop_all(self) -> None:
+        for w in self.workers:
+            if w.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(w.proc.pid, signal.SIGKILL)
+                w.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def healer_worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[WorkerFactory]:
+    f = WorkerFactory(kafka_bootstrap, tmp_path)
+    yield f
+    f.stop_all()
+
+
+def emit(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes | None] | None = None,
+         timestamps_ms: list[int | None] | None = None) -> None:
+    recs = [
+        OutRecord((keys or [None] * len(values))[i], v, (timestamps_ms or [None] * len(values))[i])
+        for i, v in enumerate(values)
+    ]
+    asyncio.run(produce(bootstrap, topic, recs))
+
+
+def read_until(
+    bootstrap: str, topic: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0,
+) -> list[dict[str, Any]]:
+    """Read ``topic`` from the start until ``done(records)`` holds; JSON values."""
+    from aiokafka import AIOKafkaConsumer
+
+    async def go() -> list[dict[str, Any]]:
+        c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                             auto_offset_reset="earliest", enable_auto_commit=False)
+        await c.start()
+        out: list[dict[str, Any]] = []
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                batch = await c.getmany(timeout_ms=500)
+                for msgs in batch.values():
+                    for m in msgs:
+                        try:
+                            out.append(json.loads(m.value))
+                        except ValueError:
+                            out.append({"__raw__": m.value})
+                if done(out):
+                    return out
+            return out
+        finally:
+            await c.stop()
+
+    return asyncio.run(go())
