@@ -489,6 +489,7 @@ class _TritonExecutor(Executor):
             async with self.control.serialised(ep.url, model, ctx.action_id, "execute"), \
                     self.control.client(ep) as http:
                 ctx.log.info("triton %s model=%s server=%s", self._call_name, model, ep.url)
+                await settle(http, model, self._load_timeout(ctx))
                 error = await self._act(http, model, ctx, want)
                 state = await read_state(http, model)
             entry = {**want, "state": state}
@@ -592,6 +593,7 @@ class _TritonExecutor(Executor):
             ep = parse_server(url)
             async with self.control.serialised(url, model, ctx.action_id, "rollback"), \
                     self.control.client(ep) as http:
+                await settle(http, model, self._load_timeout(ctx))
                 now = await read_state(http, model)
                 if same_state(prev, now):
                     action = "none: previous versions and config still in place"
@@ -629,13 +631,32 @@ class _TritonExecutor(Executor):
 
 
 async def _check_unloaded(http: TritonHTTP, model: str, timeout: float) -> dict[str, Any]:
+    """No version READY, LOADING or UNLOADING: the instances are gone, not just not ready."""
     async def check() -> tuple[bool, dict[str, Any]]:
         entries = [e for e in await http.index() if e.get("name") == model]
-        ready = [v for v in _versions(entries, ("READY", "LOADING")) if await http.ready(model, v)]
         states = {str(e.get("version", "")): e.get("state", "") for e in entries}
-        return not ready and not await http.ready(model), {"server": http.server, "states": states}
+        busy = [v for v, st in states.items() if st in ("READY", "LOADING", "UNLOADING")]
+        return not busy and not await http.ready(model), {"server": http.server, "states": states}
 
     return await poll_until(check, timeout, _POLL_INTERVAL, what=f"model {model!r} unloaded on {http.server}")
+
+
+async def settle(http: TritonHTTP, model: str, timeout: float) -> None:
+    """Wait while a version is LOADING or UNLOADING before sending a load or unload.
+
+    A load that arrives while the model is still unloading can be taken as
+    "unchanged" by Triton and answered 200 without loading anything.
+    """
+    async def check() -> tuple[bool, dict[str, Any]]:
+        entries = [e for e in await http.index() if e.get("name") == model]
+        busy = {str(e.get("version", "")): e["state"] for e in entries
+                if e.get("state") in ("LOADING", "UNLOADING")}
+        return not busy, {"server": http.server, "busy": busy}
+
+    try:
+        await poll_until(check, timeout, _POLL_INTERVAL / 2, what=f"model {model!r} settled")
+    except VerificationFailed as exc:
+        raise TransientError(f"{exc.message} on {http.server}", exc.detail) from None
 
 
 def _loaded_servers(before: dict[str, Any], name: str, hint: str) -> None:
@@ -660,11 +681,10 @@ class TritonReloadExecutor(_TritonExecutor):
             if version is not None and version not in s["ready_versions"]:
                 raise PermanentError(f"triton.reload: version {version} is not loaded on {url}; "
                                      "use triton.load with that version", {"server": url})
-            keep = p.config_source == "loaded"
             # the loaded config keeps the served versions even when an earlier
             # load overrode the repository's version policy
-            config = copy.deepcopy(s["config"]) if keep else None
-            if config is not None and p.force:
+            config = copy.deepcopy(s["config"])
+            if p.force:
                 # Triton treats a load with unchanged config and files as done
                 # without reloading; a new parameter value makes it a real reload
                 # (and a retried execute of the same action stays a no-op).
@@ -672,8 +692,8 @@ class TritonReloadExecutor(_TritonExecutor):
                 config["parameters"] = {**params, RELOAD_PARAMETER: {"string_value": ctx.action_id}}
             out[url] = {
                 "config": config,
-                "expect_ready": list(s["ready_versions"]) if keep else ([version] if version else None),
-                "exact": keep,
+                "expect_ready": list(s["ready_versions"]),
+                "exact": True,
                 "smoke_version": version or "",
             }
         return out

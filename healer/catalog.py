@@ -129,16 +129,11 @@ class SmokeTest(Params):
 
 class TritonReloadParams(Params):
     smoke: SmokeTest | None = None
-    config_source: Literal["loaded", "repository"] = Field(
-        default="loaded",
-        description="reload with the config now loaded (keeps the served versions) "
-        "or re-read config.pbtxt from the model repository",
-    )
     force: bool = Field(
         default=True,
-        description="Triton skips a load whose config and files are unchanged; with "
-        "config_source=loaded, add the parameter healer_reload=<action id> to the config "
-        "so the model really reloads",
+        description="Triton skips a load whose config and files are unchanged: reload with "
+        "the loaded config plus the parameter healer_reload=<action id> so the model really "
+        "reloads (false: load the loaded config as is, which reloads only changed files)",
     )
     timeout_seconds: float = Field(default=300, gt=0)
 

@@ -93,9 +93,6 @@ def _line_for(loc: PathKey, lines: dict[PathKey, int]) -> int | None:
     return lines.get(())
 
 
-_ALIASES = {"for_": "for", "with_": "with"}
-
-
 def _loc(loc: Iterable[Any]) -> PathKey:
     out: list[str | int] = []
     for p in loc:
@@ -103,7 +100,7 @@ def _loc(loc: Iterable[Any]) -> PathKey:
             continue
         if isinstance(p, str) and ("[" in p or "(" in p):
             continue  # pydantic's union/validator tags, not document keys
-        out.append(_ALIASES.get(p, p) if isinstance(p, str) else p)
+        out.append(p)  # pydantic reports aliases ("for", "with") and input keys as written
     return tuple(out)
 
 

@@ -14,9 +14,9 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from healer.catalog import Catalog, Params
 from healer.durations import parse_duration
@@ -26,7 +26,20 @@ from healer.templating import FieldKind, Template, TemplateError
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
-Duration = str | int | float
+_DURATION_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^(0|(\d+(\.\d+)?(ms|s|m|h|d|w))+)$"},
+        {"type": "number", "minimum": 0},
+    ],
+    "description": 'a duration: "90s", "5m", "1h30m", or a number of seconds',
+}
+_MATCHER_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"""^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)""",
+    "description": 'an Alertmanager matcher: name="value", name!="value", name=~"regex", name!~"regex"',
+}
+Duration = Annotated[str | int | float, WithJsonSchema(_DURATION_SCHEMA)]
+MatcherText = Annotated[str, WithJsonSchema(_MATCHER_SCHEMA)]
 
 
 def _duration(v: Any) -> Any:
@@ -37,13 +50,17 @@ def _duration(v: Any) -> Any:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # Only the YAML spelling is accepted ("for", "with"): with populate_by_name a
+    # document could also say "for_" and "with_".
+    model_config = ConfigDict(extra="forbid")
 
 
 class Metadata(Strict):
-    name: str = Field(max_length=63)
-    description: str = ""
-    labels: dict[str, str] = Field(default_factory=dict)
+    name: str = Field(
+        max_length=63, description="unique name (DNS-1123 label); part of every action id"
+    )
+    description: str = Field(default="", description="free text shown by validate and in docs")
+    labels: dict[str, str] = Field(default_factory=dict, description="free-form labels")
 
     @field_validator("name")
     @classmethod
@@ -63,8 +80,14 @@ def _matchers(v: list[str]) -> list[str]:
 
 
 class AlertTriggerSpec(Strict):
-    matchers: list[str] = Field(min_length=1)
-    status: Literal["firing", "resolved", "any"] = "firing"
+    matchers: list[MatcherText] = Field(
+        min_length=1, description="all must match the alert's labels (absent label = empty)"
+    )
+    status: Literal["firing", "resolved", "any"] = Field(
+        default="firing",
+        description="which deliveries fire the policy; a resolved alert ends a `firing` "
+        "policy's incident",
+    )
 
     _m = field_validator("matchers")(classmethod(lambda cls, v: _matchers(v)))
 
@@ -74,14 +97,24 @@ CompareOp = Literal[">", ">=", "<", "<=", "==", "!="]
 
 
 class MetricTriggerSpec(Strict):
-    name: str = Field(min_length=1)
-    matchers: list[str] = Field(default_factory=list)
-    group_by: list[str] = Field(default_factory=list)
-    aggregate: Aggregate = "avg"
-    window: Duration = "5m"
-    op: CompareOp = ">"
+    name: str = Field(min_length=1, description="metric name (samples' `name`)")
+    matchers: list[MatcherText] = Field(
+        default_factory=list, description="on the sample's labels plus __name__"
+    )
+    group_by: list[str] = Field(
+        default_factory=list,
+        description="labels that split samples into groups, each with its own window; "
+        "the target may use only these labels",
+    )
+    aggregate: Aggregate = Field(
+        default="avg", description="over the samples in the window (rate: per-second increase)"
+    )
+    window: Duration = Field(default="5m", description="samples with time in (now - window, now]")
+    op: CompareOp = Field(default=">", description="aggregate OP threshold is a breach")
     threshold: float
-    for_: Duration = Field(default=0, alias="for")
+    for_: Duration = Field(
+        default=0, alias="for", description="the breach must hold this long before firing"
+    )
 
     _m = field_validator("matchers")(classmethod(lambda cls, v: _matchers(v)))
     _d = field_validator("window", "for_")(classmethod(lambda cls, v: _duration(v)))
@@ -95,8 +128,8 @@ class MetricTriggerSpec(Strict):
 
 
 class TriggerSpec(Strict):
-    alert: AlertTriggerSpec | None = None
-    metric: MetricTriggerSpec | None = None
+    alert: AlertTriggerSpec | None = Field(default=None, description="fire on alerts")
+    metric: MetricTriggerSpec | None = Field(default=None, description="fire on metric samples")
 
     @model_validator(mode="after")
     def _one(self) -> TriggerSpec:
@@ -105,15 +138,18 @@ class TriggerSpec(Strict):
         return self
 
 
+_TPL = "; may use {{ labels.X }}, {{ annotations.X }}, {{ value }}"
+
+
 class TargetSpec(Strict):
-    kind: TargetKind
-    namespace: str | None = None
-    name: str | None = None
-    cluster: str | None = None
-    server: str | None = None
-    servers: list[str] | None = None
-    model: str | None = None
-    version: str | int | None = None
+    kind: TargetKind = Field(description="what the actions act on")
+    namespace: str | None = Field(default=None, description="Kubernetes namespace" + _TPL)
+    name: str | None = Field(default=None, description="object or node name" + _TPL)
+    cluster: str | None = Field(default=None, description="kubeconfig context" + _TPL)
+    server: str | None = Field(default=None, description="Triton HTTP URL" + _TPL)
+    servers: list[str] | None = Field(default=None, description="several Triton URLs" + _TPL)
+    model: str | None = Field(default=None, description="Triton model name" + _TPL)
+    version: str | int | None = Field(default=None, description="Triton model version" + _TPL)
 
     @model_validator(mode="after")
     def _fields(self) -> TargetSpec:
@@ -153,43 +189,62 @@ FIELD_KINDS: dict[str, FieldKind] = {
 
 
 class StepSpec(Strict):
-    use: str
-    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
-    times: int = Field(default=1, ge=1, le=1000)
+    use: str = Field(description="action name from the catalog, e.g. kubernetes.scale")
+    with_: dict[str, Any] = Field(
+        default_factory=dict, alias="with", description="the action's parameters (not templated)"
+    )
+    times: int = Field(
+        default=1, ge=1, le=1000, description="acted decisions on this rung before the next"
+    )
 
 
 class BudgetSpec(Strict):
-    max: int = Field(ge=1)
-    per: Duration
+    max: int = Field(ge=1, description="acted decisions allowed per (policy, target)...")
+    per: Duration = Field(description="...in this sliding window")
 
     _d = field_validator("per")(classmethod(lambda cls, v: _duration(v)))
 
 
 class GuardsSpec(Strict):
-    cooldown: Duration = 0
-    budget: BudgetSpec | None = None
-    approval: Literal["auto", "manual"] = "auto"
-    approval_timeout: Duration = "30m"
-    namespaces: list[str] | None = None
-    dry_run: bool = False
+    cooldown: Duration = Field(
+        default=0, description="after an acted decision, refuse the next ones for this long"
+    )
+    budget: BudgetSpec | None = Field(default=None, description="at most max acted per window")
+    approval: Literal["auto", "manual"] = Field(
+        default="auto", description="manual: decisions wait for a human (pending_approval)"
+    )
+    approval_timeout: Duration = Field(
+        default="30m", description="pending approvals expire after this (wall clock)"
+    )
+    namespaces: list[str] | None = Field(
+        default=None, description="allow-list of target namespaces (shell globs, e.g. llm-*)"
+    )
+    dry_run: bool = Field(default=False, description="decide and audit, change nothing")
 
     _d = field_validator("cooldown", "approval_timeout")(classmethod(lambda cls, v: _duration(v)))
 
 
 class VerifySpecYaml(Strict):
-    timeout: Duration = "5m"
-    rollback: bool = True
+    timeout: Duration = Field(default="5m", description="how long verification may take")
+    rollback: bool = Field(default=True, description="roll back when verification fails")
 
     _d = field_validator("timeout")(classmethod(lambda cls, v: _duration(v)))
 
 
 class PolicySpec(Strict):
-    priority: int = Field(default=100, ge=0, le=1_000_000)
-    trigger: TriggerSpec
-    target: TargetSpec
-    actions: list[StepSpec] = Field(min_length=1, max_length=32)
-    guards: GuardsSpec = Field(default_factory=GuardsSpec)
-    verify: VerifySpecYaml = Field(default_factory=VerifySpecYaml)
+    priority: int = Field(
+        default=100, ge=0, le=1_000_000,
+        description="lower acts first when policies conflict on one target (ties: name)",
+    )
+    trigger: TriggerSpec = Field(description="exactly one of alert | metric")
+    target: TargetSpec = Field(description="what to act on, rendered from the signal")
+    actions: list[StepSpec] = Field(
+        min_length=1, max_length=32, description="the escalation ladder of one incident"
+    )
+    guards: GuardsSpec = Field(default_factory=GuardsSpec, description="safety limits")
+    verify: VerifySpecYaml = Field(
+        default_factory=VerifySpecYaml, description="after an action: verify, maybe roll back"
+    )
 
 
 class PolicyDoc(Strict):
@@ -200,11 +255,13 @@ class PolicyDoc(Strict):
 
 
 class SilenceSpec(Strict):
-    matchers: list[str] = Field(min_length=1)
-    startsAt: datetime
-    endsAt: datetime
-    comment: str = ""
-    createdBy: str = ""
+    matchers: list[MatcherText] = Field(
+        min_length=1, description="all must match the signal's labels"
+    )
+    startsAt: datetime = Field(description="RFC 3339 with a timezone; inclusive")
+    endsAt: datetime = Field(description="RFC 3339 with a timezone; exclusive")
+    comment: str = Field(default="", description="why")
+    createdBy: str = Field(default="", description="who")
 
     _m = field_validator("matchers")(classmethod(lambda cls, v: _matchers(v)))
 

@@ -1,4 +1,12 @@
-"""JSON Schemas: the policy language (for editors) and the audit record."""
+"""JSON Schema of the policy language, for editors (``healer policy schema``).
+
+Built from the pydantic spec models plus the action catalog: ``use`` is an
+enum of the catalog's names and ``with`` is checked against the chosen
+action's params model (``if``/``then``), so an editor flags a bad parameter
+as the loader would. The output is JSON Schema draft-07 because that is what
+yaml-language-server (VS Code, Neovim, JetBrains via LSP) validates with; the
+committed copy is ``docs/policy.schema.json`` (a unit test keeps it fresh).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +14,51 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from healer.catalog import Catalog, default_catalog
 from healer.policy import PolicyDoc, SilenceDoc
 
+DRAFT_07 = "http://json-schema.org/draft-07/schema#"
+_REF = "#/definitions/{model}"
 
-def policy_schema() -> dict[str, Any]:
+
+def policy_schema(catalog: Catalog | None = None) -> dict[str, Any]:
     """One schema accepting a Policy or a Silence document."""
-    schema = TypeAdapter(PolicyDoc | SilenceDoc).json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "healer policy (healer/v1)"
-    return schema
+    catalog = catalog or default_catalog()
+    body = TypeAdapter(PolicyDoc | SilenceDoc).json_schema(by_alias=True, ref_template=_REF)
+    defs: dict[str, Any] = body["$defs"]
+    step = defs["StepSpec"]
+    step["properties"]["use"]["enum"] = catalog.names()
+    rules: list[dict[str, Any]] = []
+    for spec in sorted(catalog, key=lambda s: s.name):
+        params = spec.params.model_json_schema(by_alias=True, ref_template=_REF)
+        for name, sub in params.pop("$defs", {}).items():
+            defs.setdefault(name, sub)
+        key = spec.params.__name__
+        defs.setdefault(key, params)
+        kinds = ", ".join(sorted(spec.target_kinds))
+        rules.append({
+            "if": {"properties": {"use": {"const": spec.name}}, "required": ["use"]},
+            "then": {
+                "properties": {"with": {
+                    "$ref": _REF.format(model=key),
+                    "description": f"{spec.name}: {spec.description} (targets: {kinds})",
+                }},
+            },
+        })
+    step["allOf"] = rules
+    return {
+        "$schema": DRAFT_07,
+        "title": "healer policy (healer/v1)",
+        "description": "A healer Policy or Silence document; see docs/policies.md.",
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "healer/v1"},
+            "kind": {"enum": ["Policy", "Silence"]},
+        },
+        # if/then rather than anyOf: editors report the error inside the right kind
+        "if": {"properties": {"kind": {"const": "Silence"}}, "required": ["kind"]},
+        "then": {"$ref": _REF.format(model="SilenceDoc")},
+        "else": {"$ref": _REF.format(model="PolicyDoc")},
+        "definitions": dict(sorted(defs.items())),
+    }

@@ -94,6 +94,8 @@ class HealerApp:
             producer_acks=-1,
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=1.0,
+            broker_max_poll_interval=max(300.0, settings.action_timeout_seconds() + 60),
+            stream_processing_timeout=settings.action_timeout_seconds() + 60,
             table_standby_replicas=0,
             stream_wait_empty=False,
         )
@@ -114,13 +116,17 @@ class HealerApp:
         self.pending = self.app.Table("pending", default=None, partitions=parts)
 
         self.sealer = Sealer(self.bootstrap, self.names.audit)
+        self.target_locks: dict[str, asyncio.Lock] = {}
+        self.action_slots = asyncio.Semaphore(settings.max_concurrent_actions)
+        self.action_timeout = settings.action_timeout_seconds()
         self.runner = Runner(registry, self.audit, retry=retry)
 
         self.app.agent(self.t_alerts, name="ingest-alerts")(self._ingest("alerts"))
         self.app.agent(self.t_metrics, name="ingest-metrics")(self._ingest("metrics"))
         self.app.agent(self.t_signals, name="decide")(self._decide)
         self.app.agent(self.t_approvals_in, name="approvals")(self._approvals)
-        self.app.agent(self.t_actions, name="execute")(self._execute)
+        # concurrency: a slow action holds one actor; others go on with other targets
+        self.app.agent(self.t_actions, name="execute", concurrency=settings.max_concurrent_actions)(self._execute)
         self.app.agent(self.t_audit_log, name="seal")(self._seal)
         self.app.timer(interval=5.0)(self._check_broker)
         self.app.timer(interval=10.0)(self._expire_approvals)
@@ -394,9 +400,37 @@ class HealerApp:
                 raise
 
     async def _execute_one(self, event: Any) -> None:
-        req = ActionRequest.model_validate_json(event.value)
+        try:
+            req = ActionRequest.model_validate_json(event.value)
+        except ValueError as exc:
+            msg = event.message
+            bad = for_event("event.rejected", EventRef(id=f"{msg.topic}:{msg.partition}:{msg.offset}"),
+                            _now(), reason=f"invalid action request: {str(exc)[:500]}")
+            await (await self._audit_send(bad))
+            return
+        key = req.target.key()
+        lock = self.target_locks.setdefault(key, asyncio.Lock())
+        async with lock:  # never two actions on one target at once
+            try:
+                await self._execute_locked(req, event)
+            finally:
+                if not lock._waiters:  # type: ignore[attr-defined]
+                    self.target_locks.pop(key, None)
+
+    async def _execute_locked(self, req: ActionRequest, event: Any) -> None:
         now = _now()
         entry = self.ledger.get(req.action_id)
+        if entry is not None and entry.get("state") == "running":
+            # the worker that ran it died mid-action: its effect is unknown, so it
+            # is not run again; an operator decides (rollback or a manual re-run)
+            await self.audit(for_action(
+                "action.failed", req, now,
+                reason="interrupted: the worker stopped while this action was running; "
+                       "not re-run (no action runs twice); check the target, then roll back or re-run",
+                detail={"interrupted": True}, nonce="interrupted",
+            ))
+            self.ledger[req.action_id] = {**entry, "state": "failed", "reason": "interrupted"}
+            return
         if entry is not None:
             note = for_event(
                 "event.duplicate", req.event or EventRef(id=req.action_id), now,
@@ -408,7 +442,18 @@ class HealerApp:
             return
         self.ledger[req.action_id] = {"state": "running", "request": req.model_dump(mode="json", by_alias=True),
                                       "started": format_time(now)}
-        outcome = await self.runner.run(req)
+        async with self.action_slots:
+            try:
+                outcome = await asyncio.wait_for(self.runner.run(req), timeout=self.action_timeout)
+            except TimeoutError:
+                await self.audit(for_action(
+                    "action.failed", req, _now(),
+                    reason=f"timed out: the action did not finish within {self.action_timeout:g}s "
+                           "(action_timeout); its effect is unknown",
+                    detail={"timeout_seconds": self.action_timeout}, nonce="timeout",
+                ))
+                self.ledger[req.action_id] = {**self.ledger[req.action_id], "state": "failed", "reason": "timeout"}
+                return
         self.ledger[req.action_id] = {
             "state": outcome.status,
             "request": req.model_dump(mode="json", by_alias=True),

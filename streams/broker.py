@@ -24,9 +24,11 @@ import base64
 import contextlib
 import ctypes
 import fcntl
+import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -34,7 +36,7 @@ import struct
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +62,8 @@ STATE_FILE = "state.json"
 LOG_FILE = "kafka.log"  # log4j output
 OUT_FILE = "kafka.out"  # the JVM's stdout/stderr (crashes, early errors)
 JARS_MARKER = ".complete"
+JVM_OPTS_ENV = "HEALER_KAFKA_JVM_OPTS"
+CDS_STALE_S = 600.0
 _PR_SET_PDEATHSIG = 1
 
 _JAVA_INSTALL_HINT = "install a Java 17+ runtime, e.g. `apt-get install openjdk-17-jre-headless`"
@@ -275,8 +279,17 @@ def free_port(exclude: frozenset[int] = frozenset()) -> int:
     raise BrokerError("no free loopback port found")
 
 
-def find_java() -> str:
-    """Path of a Java 17+ ``java`` (JAVA_HOME first, then PATH); raises ToolMissing."""
+@dataclass(frozen=True)
+class Java:
+    """The ``java`` launcher in use and what ``java -version`` said about it."""
+
+    path: str
+    major: int
+    version_text: str
+
+
+def find_java() -> Java:
+    """A Java 17+ ``java`` (JAVA_HOME first, then PATH); raises ToolMissing."""
     candidates: list[str] = []
     java_home = os.environ.get("JAVA_HOME")
     if java_home and os.access(Path(java_home) / "bin" / "java", os.X_OK):
@@ -293,13 +306,14 @@ def find_java() -> str:
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ToolMissing(f"{java} -version failed ({exc}): {_JAVA_INSTALL_HINT}") from exc
-    major = parse_java_major(out.stderr + out.stdout)
+    text = out.stderr + out.stdout
+    major = parse_java_major(text)
     if major is None or major < MIN_JAVA:
         found = "unknown" if major is None else str(major)
         raise ToolMissing(
             f"java {found} at {java} is too old (need {MIN_JAVA}+): {_JAVA_INSTALL_HINT}"
         )
-    return java
+    return Java(path=java, major=major, version_text=text.strip())
 
 
 def find_mvn() -> str:
@@ -370,7 +384,10 @@ class EmbeddedKafka:
 
     ``port`` None means: the port remembered in the state file if it is free, else a
     free one. ``die_with_parent`` makes the JVM get SIGTERM when the thread that
-    started it dies (fixtures; never the CLI, whose broker must outlive it). The data directory and ports survive ``stop``/``start`` so chaos tests
+    started it dies (fixtures; never the CLI, whose broker must outlive it).
+    ``jvm_opts`` (then ``$HEALER_KAFKA_JVM_OPTS``) are appended to the JVM flags, so
+    they win; e.g. ``-XX:TieredStopAtLevel=4`` restores the C2 compiler for a
+    throughput benchmark of the broker itself. The data directory and ports survive ``stop``/``start`` so chaos tests
     can restart (or kill) the broker and find their data and bootstrap unchanged.
     """
 
@@ -385,6 +402,7 @@ class EmbeddedKafka:
         start_timeout: float = START_TIMEOUT_S,
         progress: Callable[[str], None] | None = None,
         die_with_parent: bool = False,
+        jvm_opts: Sequence[str] = (),
     ) -> None:
         if partitions < 1:
             raise ValueError("partitions must be >= 1")
@@ -398,6 +416,7 @@ class EmbeddedKafka:
         self.start_timeout = start_timeout
         self._progress = progress
         self.die_with_parent = die_with_parent
+        self.jvm_opts = [*jvm_opts, *shlex.split(os.environ.get(JVM_OPTS_ENV, ""))]
         self._proc: subprocess.Popen[bytes] | None = None
 
     # ---- paths
@@ -579,25 +598,76 @@ class EmbeddedKafka:
         self.properties_file.write_text(render_server_properties(cfg))
         log4j = self.state_dir / "log4j.properties"
         log4j.write_text(render_log4j(self.log_file))
-        jvm = [
-            java,
-            f"-Xmx{self.heap}",
-            "-Xms128m",
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-Djava.awt.headless=true",
-            f"-Dlog4j.configuration=file:{log4j}",
-            f"-Dkafka.logs.dir={self.state_dir}",
-            "-cp",
-            f"{libs}/*",
-        ]
+        jvm = self._jvm_command(java, libs, log4j)
         if not (self.data_dir / "meta.properties").is_file():
             self._format(jvm)
 
         bootstrap = f"{HOST}:{port}"
+        archive = self._cds_archive(java)
+        for attempt in (1, 2):
+            cds_dump = None if archive.is_file() else self._cds_dump_path(archive)
+            cds_flag = (
+                f"-XX:SharedArchiveFile={archive}"
+                if cds_dump is None
+                else f"-XX:ArchiveClassesAtExit={cds_dump}"
+            )
+            pid = self._launch([*jvm[:1], cds_flag, *jvm[1:], "kafka.Kafka"])
+            self._write_state(
+                {
+                    "pid": pid,
+                    "port": port,
+                    "controller_port": cport,
+                    "bootstrap": bootstrap,
+                    "log_dir": str(self.data_dir),
+                    "version": self.version,
+                    "partitions": self.partitions,
+                    "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "cds_archive": str(archive),
+                    "cds_dump": None if cds_dump is None else str(cds_dump),
+                }
+            )
+            try:
+                self._wait_ready(pid, bootstrap, time.monotonic() + self.start_timeout)
+                break
+            except BrokerError:
+                died = not _alive(pid)
+                self._terminate(pid, kill=True)
+                self._forget_pid()
+                if not (attempt == 1 and died and cds_dump is None):
+                    raise
+                # A JVM that dies at once with a class-data archive may have hit a bad
+                # archive (it crashes rather than ignoring one); retry once without it.
+                archive.unlink(missing_ok=True)
+                self._say("broker exited at startup; retrying without the class-data archive")
+        self._say(
+            f"Apache Kafka {self.version} ready on {bootstrap} in {time.monotonic() - t0:.1f}s"
+        )
+        return bootstrap
+
+    def _jvm_command(self, java: Java, libs: Path, log4j: Path) -> list[str]:
+        return [
+            java.path,
+            "-Xms128m",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            # C1 only: on 2 cores C2 compilations compete with startup and halve its speed;
+            # healer's Python clients, not the broker, bound throughput.
+            "-XX:TieredStopAtLevel=1",
+            f"-XX:ErrorFile={self.state_dir}/hs_err_pid%p.log",
+            "-Xlog:cds=off,cds+dynamic=off",  # archive dumps list every skipped class
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{log4j}",
+            f"-Dkafka.logs.dir={self.state_dir}",
+            *self.jvm_opts,
+            "-cp",
+            f"{libs}/*",
+        ]
+
+    def _launch(self, cmd: list[str]) -> int:
         with self.out_file.open("ab") as out:
             self._proc = subprocess.Popen(
-                [*jvm, "kafka.Kafka", str(self.properties_file)],
+                [*cmd, str(self.properties_file)],
                 cwd=self.state_dir,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -605,29 +675,60 @@ class EmbeddedKafka:
                 start_new_session=True,
                 preexec_fn=_parent_death_signal if self.die_with_parent else None,
             )
-        pid = self._proc.pid
-        self._write_state(
-            {
-                "pid": pid,
-                "port": port,
-                "controller_port": cport,
-                "bootstrap": bootstrap,
-                "log_dir": str(self.data_dir),
-                "version": self.version,
-                "partitions": self.partitions,
-                "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
+        return self._proc.pid
+
+    # ---- class-data sharing (CDS): the first clean run records the classes it loaded,
+    # later starts map them (about half the start time on 2 cores).
+
+    def _cds_archive(self, java: Java) -> Path:
+        marker = self.libs_dir / JARS_MARKER
+        key = "\n".join(
+            [os.path.realpath(java.path), java.version_text, str(marker.stat().st_mtime_ns)]
         )
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return self.version_dir / "cds" / f"kafka-{digest}.jsa"
+
+    def _cds_dump_path(self, archive: Path) -> Path:
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        for stale in archive.parent.glob("*.tmp"):
+            # dumps are written when a JVM exits; one nobody adopted is garbage
+            with contextlib.suppress(OSError):
+                if now - stale.stat().st_mtime > CDS_STALE_S:
+                    stale.unlink()
+        return archive.with_name(f"{archive.stem}.{uuid.uuid4().hex[:8]}.tmp")
+
+    def _adopt_cds_dump(self, state: dict[str, Any], clean_exit: bool) -> None:
+        dump, archive = state.get("cds_dump"), state.get("cds_archive")
+        if not isinstance(dump, str) or not isinstance(archive, str):
+            return
+        path = Path(dump)
+        if clean_exit and path.is_file() and self._cds_usable(path):
+            path.replace(archive)
+        else:
+            path.unlink(missing_ok=True)
+
+    def _cds_usable(self, path: Path) -> bool:
+        """A truncated archive crashes the JVM, so try mapping it once before adopting it."""
         try:
-            self._wait_ready(pid, bootstrap, time.monotonic() + self.start_timeout)
-        except BrokerError:
-            self._terminate(pid, kill=True)
-            self._forget_pid()
-            raise
-        self._say(
-            f"Apache Kafka {self.version} ready on {bootstrap} in {time.monotonic() - t0:.1f}s"
-        )
-        return bootstrap
+            java = find_java()
+            res = subprocess.run(
+                [
+                    java.path,
+                    "-Xshare:on",
+                    f"-XX:SharedArchiveFile={path}",
+                    f"-XX:ErrorFile={self.state_dir}/hs_err_cds_pid%p.log",
+                    "-cp",
+                    f"{self.libs_dir}/*",
+                    "-version",
+                ],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        except (ToolMissing, OSError, subprocess.TimeoutExpired):
+            return False
+        return res.returncode == 0
 
     def _choose_ports(self, state: dict[str, Any]) -> tuple[int, int]:
         if self.requested_port is not None:
@@ -705,13 +806,16 @@ class EmbeddedKafka:
         with _locked(self.state_dir / ".lock"):
             state = self._read_state()
             pid = self._live_pid(state)
+            clean_exit = False
             if pid is not None:
-                self._terminate(pid, kill=kill, timeout=timeout)
-            if state.get("pid") is not None:
+                clean_exit = self._terminate(pid, kill=kill, timeout=timeout)
+            self._adopt_cds_dump(state, clean_exit)
+            if state.get("pid") is not None or state.get("cds_dump") is not None:
                 self._forget_pid()
             return pid is not None
 
-    def _terminate(self, pid: int, kill: bool, timeout: float = STOP_TIMEOUT_S) -> None:
+    def _terminate(self, pid: int, kill: bool, timeout: float = STOP_TIMEOUT_S) -> bool:
+        """Signal the broker's group and wait; True when it exited on SIGTERM alone."""
         # The broker leads its own session (start_new_session), so its pid is the group id;
         # signalling the group also takes any helper process the JVM may have spawned.
         sig = signal.SIGKILL if kill else signal.SIGTERM
@@ -719,6 +823,7 @@ class EmbeddedKafka:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self._group_alive(pid):
             time.sleep(0.1)
+        clean_exit = not kill and not self._group_alive(pid)
         if self._group_alive(pid):
             self._signal_group(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10.0
@@ -730,6 +835,7 @@ class EmbeddedKafka:
             self._proc = None
         if self._group_alive(pid):
             raise BrokerError(f"kafka broker process group {pid} survived SIGKILL")
+        return clean_exit
 
     @staticmethod
     def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -758,6 +864,7 @@ class EmbeddedKafka:
     def _forget_pid(self) -> None:
         state = self._read_state()
         state["pid"] = None
+        state["cds_dump"] = None
         state["stopped_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         self._write_state(state)
 

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from healer import __version__
-from healer.cli import audit_cmd, emit_cmd, kafka_cmd, policy_cmd, run_cmd
+from healer.cli import approvals_cmd, audit_cmd, emit_cmd, kafka_cmd, policy_cmd, run_cmd
 from healer.cli.common import EXIT_FAIL, CliError
 
 
@@ -23,6 +23,7 @@ def parser() -> argparse.ArgumentParser:
     policy_cmd.add_parser(sub)
     emit_cmd.add_parser(sub)
     audit_cmd.add_parser(sub)
+    approvals_cmd.add_parser(sub)
     kafka_cmd.add_parser(sub)
     return p
 

@@ -185,10 +185,11 @@ class ModelSpec:
     versions: dict[int, str]  # version -> behaviour ("ok" | "fail_init")
     version_policy: str = ""  # config.pbtxt snippet
     init_seconds: float = 0.0
+    served: tuple[str, ...] = ("1",)  # versions READY after a load from the repository
 
 
 DEFAULT_MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec("healthy", {1: "ok", 2: "ok"}, "version_policy: { all { } }"),
+    ModelSpec("healthy", {1: "ok", 2: "ok"}, "version_policy: { all { } }", served=("1", "2")),
     ModelSpec("broken", {1: "ok", 2: "fail_init"}, "version_policy: { specific { versions: [ 1 ] } }"),
     ModelSpec("slow", {1: "ok"}, "", init_seconds=2.0),
     ModelSpec("flaky", {1: "ok"}),  # fails to (re)load while ``root/fail.flaky`` exists
@@ -365,10 +366,42 @@ class TritonServer:
         if code != 200:
             raise RuntimeError(f"load {model}: HTTP {code}: {text}")
 
-    def unload(self, model: str, headers: dict[str, str] | None = None) -> None:
+    def unload(self, model: str, headers: dict[str, str] | None = None, wait: float = 0.0) -> None:
+        """Unload; with ``wait`` > 0, until no version is READY/LOADING/UNLOADING."""
         code, text = self._post(f"/v2/repository/models/{model}/unload", {}, headers)
         if code != 200:
             raise RuntimeError(f"unload {model}: HTTP {code}: {text}")
+        deadline = time.monotonic() + wait
+        while wait and time.monotonic() < deadline:
+            states = {e.get("state") for e in self.index(headers) if e["name"] == model}
+            if not states & {"READY", "LOADING", "UNLOADING"}:
+                return
+            time.sleep(0.1)
+        if wait:
+            raise RuntimeError(f"unload {model}: still not unloaded after {wait:g}s")
+
+    def reset(self, model: str, headers: dict[str, str] | None = None) -> None:
+        """Serve ``model`` exactly as its repository config says.
+
+        A plain load does not get there after a load with a config override:
+        Triton skips a load of unchanged files and keeps the override. So
+        unload (and wait) first unless the served state already matches.
+        """
+        spec = next(m for m in self.models if m.name == model)
+        ready = sorted(e["version"] for e in self.index(headers)
+                       if e["name"] == model and e.get("state") == "READY")
+        if ready == sorted(spec.served) and not self._overridden(model):
+            return
+        self.unload(model, headers, wait=60.0)
+        self.load(model, headers=headers)
+
+    def _overridden(self, model: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/v2/models/{model}/config", timeout=10) as r:
+                config = json.loads(r.read())
+        except (urllib.error.URLError, OSError):
+            return True
+        return bool(config.get("parameters"))
 
     def index(self, headers: dict[str, str] | None = None) -> list[dict[str, str]]:
         code, text = self._post("/v2/repository/index", {}, headers)

@@ -346,3 +346,27 @@ def test_session_broker_survives_a_crash(
     assert restartable_kafka.start() == kafka_bootstrap
 
     assert asyncio.run(read_all(kafka_bootstrap, topic, 1)) == [b"acked"]
+
+
+def test_corrupt_class_data_archive_does_not_block_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A truncated CDS archive crashes the JVM; start() must drop it and start anyway."""
+    real_libs = EmbeddedKafka().ensure_jars()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    kafka = EmbeddedKafka(state_dir=tmp_path / "state", die_with_parent=True)
+    kafka.version_dir.mkdir(parents=True)
+    kafka.libs_dir.symlink_to(real_libs)  # a private archive dir without a second download
+    try:
+        kafka.start()
+        kafka.stop()  # a clean exit adopts the archive the first run dumped
+        archives = list((kafka.version_dir / "cds").glob("*.jsa"))
+        assert len(archives) == 1
+        with archives[0].open("r+b") as fh:
+            fh.truncate(archives[0].stat().st_size // 2)
+
+        assert kafka.start() == kafka.bootstrap
+        assert kafka.status()["answers"]
+        assert not archives[0].exists()  # dropped; the next clean stop writes a new one
+    finally:
+        kafka.stop(kill=True)

@@ -264,3 +264,33 @@ def test_cache_root_honours_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert broker.cache_root() == tmp_path / "healer" / "kafka"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert broker.cache_root() == Path(os.path.expanduser("~")) / ".cache" / "healer" / "kafka"
+
+
+def test_jvm_flags_from_env_come_last_so_they_win(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(broker.JVM_OPTS_ENV, "-XX:TieredStopAtLevel=4 -Dx='a b'")
+    kafka = EmbeddedKafka(state_dir=tmp_path, heap="256m", jvm_opts=["-Dfrom.arg=1"])
+    java = broker.Java(path="/usr/bin/java", major=17, version_text='openjdk version "17"')
+    cmd = kafka._jvm_command(java, tmp_path / "libs", tmp_path / "log4j.properties")
+    assert cmd[0] == "/usr/bin/java"
+    assert "-Xmx256m" in cmd
+    assert cmd[-2:] == ["-cp", f"{tmp_path / 'libs'}/*"]
+    tail = cmd[-5:-2]
+    assert tail == ["-Dfrom.arg=1", "-XX:TieredStopAtLevel=4", "-Dx=a b"]
+    assert cmd.index("-XX:TieredStopAtLevel=1") < cmd.index("-XX:TieredStopAtLevel=4")
+
+
+def test_class_data_archive_is_keyed_by_java(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    kafka = EmbeddedKafka(state_dir=tmp_path / "state")
+    kafka.libs_dir.mkdir(parents=True)
+    (kafka.libs_dir / broker.JARS_MARKER).write_text("x.jar\n")
+    j17 = broker.Java(path="/usr/bin/java", major=17, version_text='openjdk version "17.0.15"')
+    j21 = broker.Java(path="/usr/bin/java", major=21, version_text='openjdk version "21.0.2"')
+    a17, a21 = kafka._cds_archive(j17), kafka._cds_archive(j21)
+    assert a17 != a21
+    assert a17 == kafka._cds_archive(j17)
+    assert a17.parent == kafka.version_dir / "cds"

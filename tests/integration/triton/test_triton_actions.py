@@ -39,7 +39,7 @@ def control_of(executors: list) -> TritonControl:
 
 
 def test_reload_is_verified_with_smoke_inference(triton: TritonServer) -> None:
-    triton.load("healthy")  # repository config: versions 1 and 2
+    triton.reset("healthy")  # repository config: versions 1 and 2
     h = make_harness(triton_executors())
     starts = len([e for e in triton.init_events("healthy") if e["event"] == "init_start"])
     req = request("triton.reload", "healthy", server=triton.url,
@@ -64,7 +64,7 @@ def test_reload_is_verified_with_smoke_inference(triton: TritonServer) -> None:
 
 def test_unforced_reload_of_unchanged_model_is_a_noop_in_triton(triton: TritonServer) -> None:
     """Why ``force`` exists: Triton skips a load whose config and files are unchanged."""
-    triton.load("healthy")
+    triton.reset("healthy")
     h = make_harness(triton_executors())
     first = request("triton.reload", "healthy", server=triton.url)
     assert asyncio.run(h.runner.run(first)).status == "verified"
@@ -76,11 +76,10 @@ def test_unforced_reload_of_unchanged_model_is_a_noop_in_triton(triton: TritonSe
     forced = request("triton.reload", "healthy", server=triton.url)
     assert asyncio.run(h.runner.run(forced)).status == "verified"
     assert len(triton.init_events("healthy")) == count + 4  # 2 versions x (start, end)
-    triton.load("healthy")
 
 
 def test_load_broken_version_fails_and_previous_version_serves(triton: TritonServer) -> None:
-    triton.load("broken")  # repository config: version 1 only
+    triton.reset("broken")  # repository config: version 1 only
     assert triton.infer("broken", [1.0]) == [2.0]
     h = make_harness(triton_executors())
     req = request("triton.load", "broken", server=triton.url,
@@ -104,7 +103,7 @@ def test_load_broken_version_fails_and_previous_version_serves(triton: TritonSer
 
 
 def test_failed_reload_is_caught_although_model_stays_ready(triton: TritonServer) -> None:
-    triton.load("flaky")
+    triton.reset("flaky")
     marker = triton.fail_marker("flaky")
     marker.write_text("fail")
     try:
@@ -126,7 +125,7 @@ def test_failed_reload_is_caught_although_model_stays_ready(triton: TritonServer
 
 
 def test_load_version_with_failing_smoke_rolls_back_version_policy(triton: TritonServer) -> None:
-    triton.load("healthy")
+    triton.reset("healthy")
     h = make_harness(triton_executors())
     # version 1 answers x + 1; the smoke test wants x + 2 (what the served version 2 answers)
     req = request("triton.load", "healthy", server=triton.url,
@@ -148,7 +147,7 @@ def test_load_version_with_failing_smoke_rolls_back_version_policy(triton: Trito
 
 
 def test_load_specific_version_is_verified(triton: TritonServer) -> None:
-    triton.load("healthy")
+    triton.reset("healthy")
     h = make_harness(triton_executors())
     req = request("triton.load", "healthy", server=triton.url, version="1",
                   with_={"smoke": smoke([1.0], expect=[2.0])})
@@ -156,11 +155,10 @@ def test_load_specific_version_is_verified(triton: TritonServer) -> None:
     assert out.status == "verified", out.reason
     assert ready_versions(triton, "healthy") == ["1"]
     assert out.detail["servers"][triton.url]["smoke"]["version"] == "1"
-    triton.load("healthy")  # back to the repository config for the other tests
 
 
 def test_unload_then_rollback_restores_model(triton: TritonServer) -> None:
-    triton.load("healthy")
+    triton.reset("healthy")
     h = make_harness(triton_executors())
     req = request("triton.unload", "healthy", server=triton.url)
 
@@ -181,7 +179,7 @@ def test_unload_then_rollback_restores_model(triton: TritonServer) -> None:
 
 
 def test_load_unloaded_model_and_rollback_unloads(triton: TritonServer) -> None:
-    triton.unload("broken")
+    triton.unload("broken", wait=30)
     h = make_harness(triton_executors())
     req = request("triton.load", "broken", server=triton.url)
     out = asyncio.run(h.runner.run(req))
@@ -196,7 +194,7 @@ def test_load_unloaded_model_and_rollback_unloads(triton: TritonServer) -> None:
 
 
 def test_concurrent_reloads_of_one_model_do_not_overlap(triton: TritonServer) -> None:
-    triton.load("slow")
+    triton.reset("slow")
     executors = triton_executors()
     control = control_of(executors)
     h = make_harness(executors)
@@ -263,7 +261,7 @@ def test_restricted_api_auth_header_and_secret_stays_out(
     try:
         auth = {header: secret}
         server.load("healthy", headers=auth)
-        triton.load("healthy")
+        triton.reset("healthy")
 
         # without the header: 403, permanent, not retried
         h0 = make_harness(triton_executors())
