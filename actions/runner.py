@@ -125,11 +125,19 @@ class Runner:
         params = spec.parse(req.with_)
         return executor, ActionContext(request=req, params=params, log=log)
 
-    async def run(self, req: ActionRequest) -> Outcome:
-        """Run one action through its whole lifecycle; never raises for action failures."""
+    async def announce(self, req: ActionRequest) -> None:
+        """Audit ``action.running``; callers that mark a ledger do this first."""
+        await self._emit("action.running", req)
+
+    async def run(self, req: ActionRequest, announced: bool = False) -> Outcome:
+        """Run one action through its whole lifecycle; never raises for action failures.
+
+        ``announced``: the caller already audited ``action.running``.
+        """
         started = time.monotonic()
         out = Outcome(action_id=req.action_id, status="failed")
-        await self._emit("action.running", req)
+        if not announced:
+            await self.announce(req)
         try:
             executor, ctx = self._context(req)
             out.reversible = executor.reversible

@@ -66,9 +66,7 @@ class Outcome:
 # ------------------------------------------------------------------ routing
 
 
-def render_target(
-    policy: CompiledPolicy, signal: Signal
-) -> tuple[Target | None, str | None]:
+def render_target(policy: CompiledPolicy, signal: Signal) -> tuple[Target | None, str | None]:
     """Render the policy's target from the signal; (None, reason) on failure."""
     fields: dict[str, Any] = {}
     labels, ann, value = signal.labels, signal.annotations, signal.value
@@ -106,8 +104,11 @@ def route(signal: Signal, policies: PolicySet) -> list[Route]:
             key = target.key()
         else:
             # unresolved targets still need state (dedup, windows): key by identity
-            ident = signal.fingerprint if signal.kind == "alert" else group_key(
-                p.trigger, signal.labels  # type: ignore[arg-type]
+            trig = p.trigger
+            ident = (
+                group_key(trig, signal.labels)
+                if isinstance(trig, MetricTrigger)
+                else signal.fingerprint
             )
             key = f"!unresolved/{p.name}/{_short(ident or '')}"
         entry = by_key.setdefault(key, (target, [], []))
@@ -191,7 +192,11 @@ def _series(signal: Signal) -> str:
 
 
 def _evaluate_metric(
-    p: CompiledPolicy, trig: MetricTrigger, signal: Signal, state: TargetState, settings: EngineSettings
+    p: CompiledPolicy,
+    trig: MetricTrigger,
+    signal: Signal,
+    state: TargetState,
+    settings: EngineSettings,
 ) -> tuple[bool, float, bool]:
     """Add the sample to its window; return (fires, eval_time, late)."""
     t = signal.time.timestamp()
@@ -206,6 +211,7 @@ def _evaluate_metric(
     win.add(t, _series(signal), signal.value, settings.max_window_samples)
     now = win.latest if win.latest is not None else t
     win.prune(now - span)
+    _expire_groups(p, state, wkey, now - span)
     value = _aggregate(trig.aggregate, win.points)
     if value is None:
         return False, now, False  # undefined (e.g. rate of one point): no evaluation
@@ -215,6 +221,24 @@ def _evaluate_metric(
     if win.run_start is None or win.run_start > now:
         win.run_start = now
     return now - win.run_start >= trig.for_.total_seconds(), now, False
+
+
+def _expire_groups(p: CompiledPolicy, state: TargetState, keep: str, horizon: float) -> None:
+    """Drop the policy's other groups on this target with no sample after ``horizon``.
+
+    Several groups share a target when ``group_by`` has labels the target does
+    not use (e.g. pod). A group that stopped reporting (its pod is gone) can
+    never evaluate again: keeping it would leak memory and hold its breach run,
+    and so the target's incident, open forever.
+    """
+    prefix = f"{p.name}\x1f"
+    stale = [
+        k
+        for k, w in state.windows.items()
+        if k != keep and k.startswith(prefix) and (w.latest is None or w.latest <= horizon)
+    ]
+    for k in stale:
+        del state.windows[k]
 
 
 def _metric_run_open(p: CompiledPolicy, state: TargetState) -> bool:
@@ -282,7 +306,8 @@ def decide(
     t_sig = signal.time.timestamp()
 
     if signal.kind == "alert":
-        dkey = f"{signal.fingerprint}|{signal.starts_at.isoformat() if signal.starts_at else ''}|{signal.status}"
+        starts = signal.starts_at.isoformat() if signal.starts_at else ""
+        dkey = f"{signal.fingerprint}|{starts}|{signal.status}"
         horizon = t_sig - settings.dedup_window.total_seconds()
         for k in [k for k, v in state.dedup.items() if v <= horizon]:
             del state.dedup[k]
@@ -325,7 +350,10 @@ def decide(
             first = p.steps[0]
             out.decisions.append(
                 Decision(
-                    **base, use=first.use, with_=first.with_, decision="suppressed",
+                    **base,
+                    use=first.use,
+                    with_=first.with_,
+                    decision="suppressed",
                     reason=failures.get(p.name, "target_unresolved"),
                 )
             )
@@ -374,7 +402,9 @@ def decide(
         dry = p.guards.dry_run or settings.dry_run
         # DESIGN.md: a dry run is decision `execute` with dry_run true; it changes
         # nothing, so it does not wait for a human (approval applies to real runs).
-        kind = "pending_approval" if p.guards.approval == "manual" and not dry else "execute"
+        kind: DecisionKind = (
+            "pending_approval" if p.guards.approval == "manual" and not dry else "execute"
+        )
         out.decisions.append(Decision(**base, decision=kind, action_id=aid, dry_run=dry))
         inc.position += 1
         state.last_acted[p.name] = t_eval

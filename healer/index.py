@@ -27,13 +27,15 @@ def _pinned_alertnames(trigger: AlertTrigger) -> list[str] | None:
             continue
         if m.op == "=":
             return [m.value]
-        if m.op == "=~" and _LITERALS.match(m.value):
+        if m.op == "=~" and _LITERALS.fullmatch(m.value):
             return list(dict.fromkeys(m.value.split("|")))
     return None
 
 
 class PolicySet:
-    def __init__(self, policies: Iterable[CompiledPolicy], silences: Iterable[Silence] = ()) -> None:
+    def __init__(
+        self, policies: Iterable[CompiledPolicy], silences: Iterable[Silence] = ()
+    ) -> None:
         self.policies: dict[str, CompiledPolicy] = {}
         self.silences: tuple[Silence, ...] = tuple(silences)
         self._by_alertname: dict[str, list[CompiledPolicy]] = defaultdict(list)
@@ -52,6 +54,18 @@ class PolicySet:
             else:
                 for name in pinned:
                     self._by_alertname[name].append(p)
+        # per alertname, its pinned policies merged with the wildcard ones, in
+        # (priority, name) order, computed once: matching an alert sorts nothing
+        order = list(self.policies)
+        rank = {name: i for i, name in enumerate(order)}
+        wild = tuple(self._alert_wild)
+        self._alert_pools: dict[str, tuple[CompiledPolicy, ...]] = {
+            name: tuple(
+                sorted({p.name: p for p in (*bucket, *wild)}.values(), key=lambda p: rank[p.name])
+            )
+            for name, bucket in self._by_alertname.items()
+        }
+        self._wild = wild
         self.revision = ",".join(f"{p.name}@{p.revision}" for p in self.policies.values())
 
     def __len__(self) -> int:
@@ -60,21 +74,14 @@ class PolicySet:
     def candidates(self, signal: Signal) -> list[CompiledPolicy]:
         """Policies whose trigger matchers match ``signal`` (status not considered)."""
         if signal.kind == "metric":
+            bucket = self._by_metric.get(signal.name or "")
+            if not bucket:
+                return []
             labels = signal.match_labels()
-            return [
-                p for p in self._by_metric.get(signal.name or "", ())
-                if match_all(p.trigger.matchers, labels)
-            ]
-        name = signal.labels.get("alertname", "")
-        pool = self._by_alertname.get(name, [])
-        if self._alert_wild:
-            pool = sorted([*pool, *self._alert_wild], key=lambda p: (p.priority, p.name))
-        out = []
-        for p in pool:
-            assert isinstance(p.trigger, AlertTrigger)
-            if match_all(p.trigger.matchers, signal.labels):
-                out.append(p)
-        return out
+            return [p for p in bucket if match_all(p.trigger.matchers, labels)]
+        pool = self._alert_pools.get(signal.labels.get("alertname", ""), self._wild)
+        labels = signal.labels
+        return [p for p in pool if match_all(p.trigger.matchers, labels)]
 
     def get(self, name: str) -> CompiledPolicy | None:
         return self.policies.get(name)

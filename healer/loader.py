@@ -63,7 +63,8 @@ class LoadResult:
 
 def _construct(node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) -> Any:
     """Build Python values from a composed YAML node, recording each path's line."""
-    lines[path] = node.start_mark.line + 1
+    # a key's own line wins over the line where its (block) value starts
+    lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for knode, vnode in node.value:
@@ -138,10 +139,21 @@ def _pydantic_errors(
     exc: ValidationError, model: type[BaseModel], file: str, base: int, lines: dict[PathKey, int]
 ) -> list[LoadError]:
     out = []
-    for err in exc.errors():
+    errors = exc.errors()
+    # a typo is reported once: "unknown field 'tigger' (did you mean 'trigger'?)",
+    # without a second "missing required field 'trigger'" for the same mistake
+    typos: set[PathKey] = set()
+    for err in errors:
+        loc = _loc(err["loc"])
+        if err["type"] == "extra_forbidden" and loc:
+            for near in difflib.get_close_matches(str(loc[-1]), _allowed_fields(model, loc), n=1):
+                typos.add((*loc[:-1], near))
+    for err in errors:
+        if err["type"] == "missing" and _loc(err["loc"]) in typos:
+            continue
         loc = _loc(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        hint = ""
+        hint = str((err.get("ctx") or {}).get("hint", ""))
         if err["type"] == "extra_forbidden":
             allowed = _allowed_fields(model, loc)
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -165,8 +177,12 @@ def load_documents(text: str, file: str, catalog: Catalog) -> LoadResult:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         res.errors.append(
-            LoadError(file, mark.line + 1 if mark else None, f"YAML syntax: {getattr(exc, 'problem', exc)}",
-                      "check indentation and quoting; quote matchers like 'a=\"b\"'")
+            LoadError(
+                file,
+                mark.line + 1 if mark else None,
+                f"YAML syntax: {getattr(exc, 'problem', exc)}",
+                "check indentation and quoting; quote matchers like 'a=\"b\"'",
+            )
         )
         return res
     for node in nodes:
@@ -178,10 +194,18 @@ def load_documents(text: str, file: str, catalog: Catalog) -> LoadResult:
             data = _construct(node, (), lines)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            res.errors.append(LoadError(file, mark.line + 1 if mark else base, str(getattr(exc, "problem", exc))))
+            res.errors.append(
+                LoadError(file, mark.line + 1 if mark else base, str(getattr(exc, "problem", exc)))
+            )
             continue
+        if data is None:
+            continue  # an empty document ("---" with nothing after it)
         if not isinstance(data, dict):
-            res.errors.append(LoadError(file, base, "a document must be a mapping with apiVersion, kind, metadata, spec"))
+            res.errors.append(
+                LoadError(
+                    file, base, "a document must be a mapping with apiVersion, kind, metadata, spec"
+                )
+            )
             continue
         kind = data.get("kind")
         model: type[PolicyDoc] | type[SilenceDoc]
@@ -191,11 +215,16 @@ def load_documents(text: str, file: str, catalog: Catalog) -> LoadResult:
             model = SilenceDoc
         else:
             res.errors.append(
-                LoadError(file, lines.get(("kind",), base), f"unknown kind {kind!r}", "use kind: Policy or kind: Silence")
+                LoadError(
+                    file,
+                    lines.get(("kind",), base),
+                    f"unknown kind {kind!r}",
+                    "use kind: Policy or kind: Silence",
+                )
             )
             continue
         try:
-            doc = model.model_validate(data)
+            doc = model.model_validate(data, context={"catalog": catalog})
         except ValidationError as exc:
             res.errors.extend(_pydantic_errors(exc, model, file, base, lines))
             continue
@@ -205,7 +234,9 @@ def load_documents(text: str, file: str, catalog: Catalog) -> LoadResult:
         try:
             res.policies.append(compile_policy(doc, catalog, source=f"{file}:{base}"))
         except CompileError as exc:
-            res.errors.append(LoadError(file, _line_for(exc.path, lines) or base, exc.message))
+            res.errors.append(
+                LoadError(file, _line_for(exc.path, lines) or base, exc.message, exc.hint)
+            )
     return res
 
 
@@ -232,7 +263,9 @@ def load_paths(paths: Iterable[str | Path], catalog: Catalog | None = None) -> L
         total.files.append(str(f))
         try:
             if f.stat().st_size > MAX_FILE_BYTES:
-                total.errors.append(LoadError(str(f), None, f"file larger than {MAX_FILE_BYTES} bytes"))
+                total.errors.append(
+                    LoadError(str(f), None, f"file larger than {MAX_FILE_BYTES} bytes")
+                )
                 continue
             text = f.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -246,8 +279,12 @@ def load_paths(paths: Iterable[str | Path], catalog: Catalog | None = None) -> L
     for p in total.policies:
         if p.name in seen:
             total.errors.append(
-                LoadError(p.source.rsplit(":", 1)[0], int(p.source.rsplit(":", 1)[1]),
-                          f"policy name {p.name!r} already defined at {seen[p.name]}", "policy names must be unique")
+                LoadError(
+                    p.source.rsplit(":", 1)[0],
+                    int(p.source.rsplit(":", 1)[1]),
+                    f"policy name {p.name!r} already defined at {seen[p.name]}",
+                    "policy names must be unique",
+                )
             )
         seen[p.name] = p.source
     return total

@@ -9,6 +9,7 @@ errors is ``healer.loader``'s job.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -16,7 +17,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from healer.catalog import Catalog, Params
 from healer.durations import parse_duration
@@ -36,10 +48,19 @@ _DURATION_SCHEMA: dict[str, Any] = {
 _MATCHER_SCHEMA: dict[str, Any] = {
     "type": "string",
     "pattern": r"""^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)""",
-    "description": 'an Alertmanager matcher: name="value", name!="value", name=~"regex", name!~"regex"',
+    "description": "an Alertmanager matcher: "
+    'name="value", name!="value", name=~"regex", name!~"regex"',
 }
+
+
+def _matcher(v: str) -> str:
+    Matcher.parse(v)  # raises MatcherError (a ValueError) saying what is wrong
+    return v
+
+
 Duration = Annotated[str | int | float, WithJsonSchema(_DURATION_SCHEMA)]
-MatcherText = Annotated[str, WithJsonSchema(_MATCHER_SCHEMA)]
+# validated per item, so a load error points at the line of the bad matcher
+MatcherText = Annotated[str, AfterValidator(_matcher), WithJsonSchema(_MATCHER_SCHEMA)]
 
 
 def _duration(v: Any) -> Any:
@@ -65,18 +86,12 @@ class Metadata(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _DNS1123.match(v):
+        if not _DNS1123.fullmatch(v):
             raise ValueError(
                 f"name {v!r} must be a DNS-1123 label: lowercase letters, digits and '-', "
                 "starting and ending with a letter or digit"
             )
         return v
-
-
-def _matchers(v: list[str]) -> list[str]:
-    for m in v:
-        Matcher.parse(m)
-    return v
 
 
 class AlertTriggerSpec(Strict):
@@ -88,8 +103,6 @@ class AlertTriggerSpec(Strict):
         description="which deliveries fire the policy; a resolved alert ends a `firing` "
         "policy's incident",
     )
-
-    _m = field_validator("matchers")(classmethod(lambda cls, v: _matchers(v)))
 
 
 Aggregate = Literal["avg", "min", "max", "sum", "count", "last", "rate"]
@@ -116,7 +129,6 @@ class MetricTriggerSpec(Strict):
         default=0, alias="for", description="the breach must hold this long before firing"
     )
 
-    _m = field_validator("matchers")(classmethod(lambda cls, v: _matchers(v)))
     _d = field_validator("window", "for_")(classmethod(lambda cls, v: _duration(v)))
 
     @field_validator("window")
@@ -151,10 +163,27 @@ class TargetSpec(Strict):
     model: str | None = Field(default=None, description="Triton model name" + _TPL)
     version: str | int | None = Field(default=None, description="Triton model version" + _TPL)
 
+    @field_validator("namespace", "name", "cluster", "server", "model", "version")
+    @classmethod
+    def _template(cls, v: str | int | None) -> str | int | None:
+        if v is not None:
+            Template.parse(str(v))  # TemplateError (a ValueError) says what is allowed
+        return v
+
+    @field_validator("servers")
+    @classmethod
+    def _templates(cls, v: list[str] | None) -> list[str] | None:
+        for x in v or ():
+            Template.parse(x)
+        return v
+
     @model_validator(mode="after")
     def _fields(self) -> TargetSpec:
-        given = {k for k in ("namespace", "name", "cluster", "server", "servers", "model", "version")
-                 if getattr(self, k) is not None}
+        given = {
+            k
+            for k in ("namespace", "name", "cluster", "server", "servers", "model", "version")
+            if getattr(self, k) is not None
+        }
         allowed, required = TARGET_FIELDS[self.kind]
         extra = given - allowed
         if extra:
@@ -188,6 +217,28 @@ FIELD_KINDS: dict[str, FieldKind] = {
 }
 
 
+def _catalog(info: ValidationInfo) -> Catalog | None:
+    """The action catalog the loader passes as validation context (None: skip)."""
+    ctx = info.context
+    cat = ctx.get("catalog") if isinstance(ctx, dict) else None
+    return cat if isinstance(cat, Catalog) else None
+
+
+def params_error(use: str, exc: ValidationError, model: type[Params] | None = None) -> str:
+    """One line per bad parameter, without pydantic's URLs; typos get a suggestion."""
+    known = [f.alias or n for n, f in model.model_fields.items()] if model else []
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(x) for x in e["loc"])
+        if e["type"] == "extra_forbidden" and len(e["loc"]) == 1:
+            close = difflib.get_close_matches(where, known, n=1)
+            also = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+            parts.append(f"unknown parameter {where!r}{also}")
+        else:
+            parts.append(f"{where}: {e['msg']}" if where else e["msg"])
+    return f"bad params for {use}: " + "; ".join(parts)
+
+
 class StepSpec(Strict):
     use: str = Field(description="action name from the catalog, e.g. kubernetes.scale")
     with_: dict[str, Any] = Field(
@@ -196,6 +247,38 @@ class StepSpec(Strict):
     times: int = Field(
         default=1, ge=1, le=1000, description="acted decisions on this rung before the next"
     )
+
+    # With the loader's catalog in the validation context, unknown actions and
+    # bad params are reported together with every other error of the document.
+    @field_validator("use")
+    @classmethod
+    def _use(cls, v: str, info: ValidationInfo) -> str:
+        cat = _catalog(info)
+        if cat is not None and cat.get(v) is None:
+            close = difflib.get_close_matches(v, cat.names(), n=1)
+            raise PydanticCustomError(
+                "unknown_action",
+                "unknown action '{use}'; known actions: {known}",
+                {
+                    "use": v,
+                    "known": ", ".join(cat.names()),
+                    "hint": f"did you mean {close[0]!r}?" if close else "",
+                },
+            )
+        return v
+
+    @field_validator("with_")
+    @classmethod
+    def _with(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        cat = _catalog(info)
+        use = info.data.get("use")
+        spec = cat.get(use) if cat is not None and isinstance(use, str) else None
+        if spec is not None:
+            try:
+                spec.parse(v)
+            except ValidationError as exc:
+                raise ValueError(params_error(spec.name, exc, spec.params)) from exc
+        return v
 
 
 class BudgetSpec(Strict):
@@ -233,7 +316,9 @@ class VerifySpecYaml(Strict):
 
 class PolicySpec(Strict):
     priority: int = Field(
-        default=100, ge=0, le=1_000_000,
+        default=100,
+        ge=0,
+        le=1_000_000,
         description="lower acts first when policies conflict on one target (ties: name)",
     )
     trigger: TriggerSpec = Field(description="exactly one of alert | metric")
@@ -262,8 +347,6 @@ class SilenceSpec(Strict):
     endsAt: datetime = Field(description="RFC 3339 with a timezone; exclusive")
     comment: str = Field(default="", description="why")
     createdBy: str = Field(default="", description="who")
-
-    _m = field_validator("matchers")(classmethod(lambda cls, v: _matchers(v)))
 
     @model_validator(mode="after")
     def _range(self) -> SilenceSpec:
@@ -369,10 +452,11 @@ class Silence:
 class CompileError(ValueError):
     """A policy that validates structurally but cannot run; ``path`` locates it."""
 
-    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+    def __init__(self, path: tuple[str | int, ...], message: str, hint: str = "") -> None:
         super().__init__(message)
         self.path = path
         self.message = message
+        self.hint = hint
 
 
 _DURATION_PATHS = (
@@ -437,8 +521,9 @@ def compile_policy(doc: PolicyDoc, catalog: Catalog, source: str = "") -> Compil
                     if ref.source == "labels" and ref.key not in trig.group_by:
                         raise CompileError(
                             ("spec", "target", fname),
-                            f"metric policies may template targets only from group_by labels; "
-                            f"add {ref.key!r} to trigger.metric.group_by or remove it from the target",
+                            "metric policies may template targets only from group_by labels; "
+                            f"add {ref.key!r} to trigger.metric.group_by "
+                            "or remove it from the target",
                         )
                     if ref.source == "annotations":
                         raise CompileError(
@@ -448,9 +533,11 @@ def compile_policy(doc: PolicyDoc, catalog: Catalog, source: str = "") -> Compil
     for i, st in enumerate(spec.actions):
         aspec = catalog.get(st.use)
         if aspec is None:
+            close = difflib.get_close_matches(st.use, catalog.names(), n=1)
             raise CompileError(
                 ("spec", "actions", i, "use"),
                 f"unknown action {st.use!r}; known actions: {', '.join(catalog.names())}",
+                f"did you mean {close[0]!r}?" if close else "",
             )
         if spec.target.kind not in aspec.target_kinds:
             raise CompileError(
@@ -460,8 +547,14 @@ def compile_policy(doc: PolicyDoc, catalog: Catalog, source: str = "") -> Compil
             )
         try:
             params = aspec.parse(st.with_)
+        except ValidationError as exc:
+            raise CompileError(
+                ("spec", "actions", i, "with"), params_error(st.use, exc, aspec.params)
+            ) from exc
         except ValueError as exc:
-            raise CompileError(("spec", "actions", i, "with"), f"bad params for {st.use}: {exc}") from exc
+            raise CompileError(
+                ("spec", "actions", i, "with"), f"bad params for {st.use}: {exc}"
+            ) from exc
         steps.append(Step(st.use, dict(st.with_), params, st.times))
     g = spec.guards
     if g.namespaces is not None and "namespace" not in TARGET_FIELDS[spec.target.kind][0]:

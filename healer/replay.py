@@ -54,7 +54,9 @@ def parse_line(text: str, lineno: int) -> ReplayLine:
     keys = [k for k in ("alert", "webhook", "metric") if k in obj]
     extra = set(obj) - {"time", "alert", "webhook", "metric"}
     if len(keys) != 1 or extra:
-        raise ReplayError(lineno, 'each line has "time" and exactly one of "alert", "webhook", "metric"')
+        raise ReplayError(
+            lineno, 'each line has "time" and exactly one of "alert", "webhook", "metric"'
+        )
     try:
         t = parse_time(obj["time"])
     except (ValueError, TypeError) as exc:
@@ -72,9 +74,17 @@ def read_lines(lines: Iterable[str]) -> Iterator[ReplayLine]:
 def signals_of(line: ReplayLine, event_base: str) -> list[Signal] | Rejected:
     if line.topic == "alerts":
         alerts = parse_alerts(line.value)
-        return alerts if isinstance(alerts, Rejected) else signals_from_alerts(alerts, line.time, event_base)
+        return (
+            alerts
+            if isinstance(alerts, Rejected)
+            else signals_from_alerts(alerts, line.time, event_base)
+        )
     samples = parse_samples(line.value)
-    return samples if isinstance(samples, Rejected) else signals_from_samples(samples, line.time, event_base)
+    return (
+        samples
+        if isinstance(samples, Rejected)
+        else signals_from_samples(samples, line.time, event_base)
+    )
 
 
 @dataclass

@@ -36,16 +36,23 @@ def policy_schema(catalog: Catalog | None = None) -> dict[str, Any]:
         key = spec.params.__name__
         defs.setdefault(key, params)
         kinds = ", ".join(sorted(spec.target_kinds))
-        rules.append({
-            "if": {"properties": {"use": {"const": spec.name}}, "required": ["use"]},
-            "then": {
-                "properties": {"with": {
-                    "$ref": _REF.format(model=key),
-                    "description": f"{spec.name}: {spec.description} (targets: {kinds})",
-                }},
-            },
-        })
+        rules.append(
+            {
+                "if": {"properties": {"use": {"const": spec.name}}, "required": ["use"]},
+                "then": {
+                    "properties": {
+                        "with": {
+                            "allOf": [{"$ref": _REF.format(model=key)}],
+                            "description": f"{spec.name}: {spec.description} (targets: {kinds})",
+                        }
+                    },
+                },
+            }
+        )
     step["allOf"] = rules
+    for d in defs.values():
+        for name, prop in list(d.get("properties", {}).items()):
+            d["properties"][name] = _drop_null(prop)
     return {
         "$schema": DRAFT_07,
         "title": "healer policy (healer/v1)",
@@ -62,3 +69,19 @@ def policy_schema(catalog: Catalog | None = None) -> dict[str, Any]:
         "else": {"$ref": _REF.format(model="PolicyDoc")},
         "definitions": dict(sorted(defs.items())),
     }
+
+
+def _drop_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """``X | None = None`` -> ``X``: writing nothing is how a YAML author says
+    "none", and editors report errors inside X instead of "not valid under any
+    of the given schemas"."""
+    alts = prop.get("anyOf")
+    if not (isinstance(alts, list) and len(alts) == 2 and {"type": "null"} in alts):
+        return prop
+    if prop.get("default") is not None:
+        return prop
+    [inner] = [a for a in alts if a != {"type": "null"}]
+    out = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+    if "$ref" in inner:  # draft-07 ignores siblings of $ref: wrap it
+        return {**out, "allOf": [inner]}
+    return {**out, **inner}

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     create_topics: bool = True
     max_concurrent_actions: int = Field(default=16, ge=1)
     action_timeout: str = "15m"
+    session_timeout: str = "10s"
+    instance_id: str = ""
     data_dir: str = ""
     api_token: SecretStr | None = None
     api_token_file: str | None = None
@@ -117,6 +119,9 @@ class Settings(BaseSettings):
             dedup_window=parse_duration(self.dedup_window),
             protected_namespaces=tuple(self.protected_namespaces),
         )
+
+    def session_timeout_seconds(self) -> float:
+        return parse_duration(self.session_timeout).total_seconds()
 
     def action_timeout_seconds(self) -> float:
         return parse_duration(self.action_timeout).total_seconds()

@@ -61,7 +61,11 @@ class Window:
             del self.points[:i]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"points": [list(p) for p in self.points], "run_start": self.run_start, "latest": self.latest}
+        return {
+            "points": [list(p) for p in self.points],
+            "run_start": self.run_start,
+            "latest": self.latest,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Window:

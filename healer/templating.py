@@ -15,7 +15,9 @@ from urllib.parse import urlsplit
 _TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 _REF = re.compile(r"^(?:(labels|annotations)\.([a-zA-Z_][a-zA-Z0-9_]*)|(value))$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 _TRITON_MODEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 
 FieldKind = Literal["namespace", "name", "node", "model", "version", "url", "context"]
@@ -68,7 +70,7 @@ class Template:
         for m in _TEMPLATE.finditer(text):
             if m.start() > pos:
                 parts.append(text[pos : m.start()])
-            ref = _REF.match(m.group(1))
+            ref = _REF.fullmatch(m.group(1))
             if not ref:
                 raise TemplateError(
                     f"template {text!r}: {{{{ {m.group(1)} }}}} is not allowed; "
@@ -80,8 +82,10 @@ class Template:
                 parts.append(Ref(ref.group(1), ref.group(2)))  # type: ignore[arg-type]
             pos = m.end()
         rest = text[pos:]
-        if "{{" in rest or "}}" in rest or any(
-            isinstance(p, str) and ("{{" in p or "}}" in p) for p in parts
+        if (
+            "{{" in rest
+            or "}}" in rest
+            or any(isinstance(p, str) and ("{{" in p or "}}" in p) for p in parts)
         ):
             raise TemplateError(f"template {text!r} has an unbalanced '{{{{' or '}}}}'")
         if rest:
@@ -131,28 +135,31 @@ class Template:
 def valid_for(field: FieldKind, value: str) -> str | None:
     """Why ``value`` is not valid for ``field`` (None when valid)."""
     if field == "namespace":
-        if len(value) > 63 or not _DNS1123_LABEL.match(value):
+        if len(value) > 63 or not _DNS1123_LABEL.fullmatch(value):
             return "not a DNS-1123 label (lowercase alphanumerics and '-', at most 63)"
     elif field in ("name", "node"):
-        if len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value):
+        if len(value) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(value):
             return "not a DNS-1123 subdomain (lowercase alphanumerics, '-', '.', at most 253)"
     elif field == "model":
-        if not _TRITON_MODEL.match(value) or ".." in value:
+        if not _TRITON_MODEL.fullmatch(value) or ".." in value:
             return "not a Triton model name (letters, digits, '_', '-', '.', no '..')"
     elif field == "version":
-        if not value.isdigit() or len(value) > 18:
+        if not re.fullmatch(r"[0-9]{1,18}", value):
             return "not a model version number"
     elif field == "url":
+        if not value.isascii() or not value.isprintable() or any(c in value for c in " {}"):
+            return "URL contains whitespace, braces or non-ASCII characters"
         try:
             u = urlsplit(value)
+            u.port  # noqa: B018 - raises ValueError for a bad port
         except ValueError:
             return "not a URL"
         if u.scheme not in ("http", "https", "grpc") or not u.hostname or u.username or u.password:
             return "not an http(s)/grpc URL with a host and no credentials"
-        if any(c in value for c in " \t\r\n{}"):
-            return "URL contains whitespace or braces"
+        if not re.fullmatch(r"[a-z0-9.\-]+|[0-9a-f:.]+", u.hostname):
+            return "URL host is not a DNS name or IP address"
     elif field == "context" and (
-        len(value) > 253 or not re.match(r"^[A-Za-z0-9_.@:\-/]+$", value)
+        len(value) > 253 or not re.fullmatch(r"[A-Za-z0-9_.@:\-/]+", value)
     ):
         return "not a kubeconfig context name"
     return None

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from faust.streams import _current_event
 
 from actions.registry import ExecutorRegistry
 from actions.runner import RetryPolicy, Runner
@@ -45,6 +47,21 @@ from streams.topics import TopicNames
 log = logging.getLogger("healer.worker")
 
 SEEN_EVENTS = 256  # event ids remembered per target, to drop replayed signals
+BATCH = 500  # events per batch for ingest, decide and seal
+BATCH_WITHIN = 0.005  # seconds to wait for a batch to fill
+
+
+def table_set(table: Any, event: Any, key: str, value: Any) -> None:
+    """``table[key] = value`` as if inside ``event``'s processing.
+
+    Faust writes a table's changelog to the partition of the current event;
+    batched agents set it explicitly for each write.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        table[key] = value
+    finally:
+        _current_event.reset(token)
 
 
 def _now() -> datetime:
@@ -74,6 +91,7 @@ class HealerApp:
         self.gstate = GlobalState()
         self.states: dict[str, TargetState] = {}
         self.seen: dict[str, OrderedDict[str, None]] = {}
+        self.applied: dict[str, int] = {}
         self.broker_ok = False
         self.started_at = _now()
         parts = settings.topic_partitions
@@ -97,6 +115,9 @@ class HealerApp:
             broker_max_poll_interval=max(300.0, settings.action_timeout_seconds() + 60),
             stream_processing_timeout=settings.action_timeout_seconds() + 60,
             table_standby_replicas=0,
+            broker_session_timeout=settings.session_timeout_seconds(),
+            broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds() / 4),
+            consumer_group_instance_id=settings.instance_id or None,
             stream_wait_empty=False,
         )
         t = self.app.topic
@@ -136,6 +157,7 @@ class HealerApp:
             # caches are only valid for partitions this process owns
             self.states.clear()
             self.seen.clear()
+            self.applied.clear()
             self.sealer.forget()
 
     TABLES = ("targets", "ledger", "pending")
@@ -172,22 +194,20 @@ class HealerApp:
 
     def _ingest(self, kind: str) -> Any:
         async def agent(stream: Any) -> None:
-            async for event in stream.events():
-                try:
-                    await self._ingest_one(kind, event)
-                except Exception:
-                    log.exception("ingest failed for %s:%s", event.message.partition, event.message.offset)
-                    raise
+            async for events in stream.take_events(BATCH, within=BATCH_WITHIN):
+                sends: list[Awaitable[Any]] = []
+                for event in events:
+                    self._ingest_one(kind, event, sends)
+                await self._send_all(sends)
         return agent
 
-    async def _ingest_one(self, kind: str, event: Any) -> None:
+    def _ingest_one(self, kind: str, event: Any, sends: list[Awaitable[Any]]) -> None:
         msg = event.message
         topic = msg.topic
         event_base = f"{topic}:{msg.partition}:{msg.offset}"
         record_time = datetime.fromtimestamp(msg.timestamp, tz=UTC) if msg.timestamp else _now()
         value = event.value
         result = parse_record(kind, value, record_time, event_base)
-        sends: list[Awaitable[Any]] = []
         now = _now()
         if isinstance(result, Rejected):
             raw = value if isinstance(value, bytes | bytearray) else b""
@@ -214,7 +234,6 @@ class HealerApp:
                 detail={"topic": topic, "partition": msg.partition, "offset": msg.offset, "bytes": len(raw)},
             )
             sends.append(self.t_audit_log.send(key=entry.routing_key().encode(), value=dumps(entry.body())))
-            await self._send_all(sends)
             return
         for sig in result:
             routes = route(sig, self.policies)
@@ -233,39 +252,52 @@ class HealerApp:
                 }
                 sends.append(self.t_signals.send(key=rt.key.encode(), value=dumps(payload),
                                                  timestamp=to_millis(sig.time) / 1000.0))
-        await self._send_all(sends)
 
     # ---------------------------------------------------------------- decide
 
     def _state(self, key: str) -> tuple[TargetState, int, OrderedDict[str, None]]:
         st = self.states.get(key)
-        raw = None
-        if st is None or key not in self.seen:
-            raw = self.targets.get(key)
-            st = TargetState.from_dict(raw["s"] if raw else None)
+        if st is None:
+            raw = self.targets.get(key) or {}
+            st = TargetState.from_dict(raw.get("s"))
             self.states[key] = st
-            self.seen[key] = OrderedDict((e, None) for e in (raw or {}).get("seen", []))
-        applied = (raw or self.targets.get(key) or {}).get("o", -1)
-        return st, applied, self.seen[key]
+            self.seen[key] = OrderedDict((e, None) for e in raw.get("seen", []))
+            self.applied[key] = int(raw.get("o", -1))
+        return st, self.applied[key], self.seen[key]
 
     async def _decide(self, stream: Any) -> None:
-        async for event in stream.events():
-            key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
+        async for events in stream.take_events(BATCH, within=BATCH_WITHIN):
+            sends: list[Awaitable[Any]] = []
+            touched: dict[str, Any] = {}
             try:
-                await self._decide_one(key, event)
+                for event in events:
+                    key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
+                    if self._decide_one(key, event, sends):
+                        touched[key] = event
+                # outputs first, state second: a crash in between replays the
+                # batch, which re-sends the same ids (dropped downstream)
+                await self._send_all(sends)
+                for key, event in touched.items():
+                    value = {"s": self.states[key].to_dict(), "o": event.message.offset,
+                             "seen": list(self.seen[key])}
+                    table_set(self.targets, event, key, value)
+                    self.applied[key] = event.message.offset
             except Exception:
-                # the cache may be ahead of the table now: drop it, the table is the truth
-                self.states.pop(key, None)
-                self.seen.pop(key, None)
-                log.exception("decide failed for %s", key)
+                # the caches may be ahead of the table now: drop them, the table is the truth
+                for key in touched:
+                    self.states.pop(key, None)
+                    self.seen.pop(key, None)
+                    self.applied.pop(key, None)
+                log.exception("decide failed")
                 raise
 
-    async def _decide_one(self, key: str, event: Any) -> None:
+    def _decide_one(self, key: str, event: Any, sends: list[Awaitable[Any]]) -> bool:
+        """Decide one signal; queue its outputs in ``sends``; True if state changed."""
         msg = loads(event.value)
         offset = event.message.offset
         st, applied, seen = self._state(key)
         if offset <= applied:
-            return  # replay of a signal whose effects are already in the table
+            return False  # replay of a signal whose effects are already in the table
         sig = Signal.model_validate(msg["signal"])
         r = msg["route"]
         rt = Route(
@@ -274,7 +306,6 @@ class HealerApp:
             policies=tuple(r["policies"]),
             failures=tuple((a, b) for a, b in r.get("failures", [])),
         )
-        sends: list[Awaitable[Any]] = []
         now = _now()
         if sig.event_id in seen:
             pass  # the same input routed twice (ingest replay): already decided
@@ -303,8 +334,7 @@ class HealerApp:
             seen[sig.event_id] = None
             while len(seen) > SEEN_EVENTS:
                 seen.popitem(last=False)
-        await self._send_all(sends)
-        self.targets[key] = {"s": st.to_dict(), "o": offset, "seen": list(seen)}
+        return True
 
     def _audit_send(self, entry: AuditEntry) -> Awaitable[Any]:
         return self.t_audit_log.send(key=entry.routing_key().encode(), value=dumps(entry.body()))
@@ -440,11 +470,18 @@ class HealerApp:
             note = note.model_copy(update={"action_id": req.action_id})
             await (await self._audit_send(note))
             return
+        # order matters for "no action twice": audit action.running (a replay of
+        # it has the same id and is dropped), then make the ledger's "running"
+        # durable, and only then let the executor change anything. A crash before
+        # the flush re-runs an action that never started; after it, the ledger
+        # says "interrupted" and nothing runs again.
+        await self.runner.announce(req)
         self.ledger[req.action_id] = {"state": "running", "request": req.model_dump(mode="json", by_alias=True),
                                       "started": format_time(now)}
+        await self.app.producer.flush()
         async with self.action_slots:
             try:
-                outcome = await asyncio.wait_for(self.runner.run(req), timeout=self.action_timeout)
+                outcome = await asyncio.wait_for(self.runner.run(req, announced=True), timeout=self.action_timeout)
             except TimeoutError:
                 await self.audit(for_action(
                     "action.failed", req, _now(),
@@ -467,17 +504,20 @@ class HealerApp:
     # ---------------------------------------------------------------- seal
 
     async def _seal(self, stream: Any) -> None:
-        async for event in stream.events():
-            p = event.message.partition
+        async for events in stream.take_events(BATCH, within=BATCH_WITHIN):
+            sends: list[Awaitable[Any]] = []
+            parts: set[int] = set()
             try:
-                body = loads(event.value)
-                rec = await self.sealer.seal(p, event.message.offset, body)
-                if rec is not None:
-                    fut = await self.t_audit.send(key=event.key, value=dumps(rec), partition=p)
-                    await fut
+                for event in events:
+                    p = event.message.partition
+                    parts.add(p)
+                    rec = await self.sealer.seal(p, event.message.offset, loads(event.value))
+                    if rec is not None:
+                        sends.append(self.t_audit.send(key=event.key, value=dumps(rec), partition=p))
+                await self._send_all(sends)
             except Exception:
-                self.sealer.forget({p})
-                log.exception("sealing failed on partition %s", p)
+                self.sealer.forget(parts)  # re-read the chain heads from the topic
+                log.exception("sealing failed on partitions %s", sorted(parts))
                 raise
 
     # ---------------------------------------------------------------- health

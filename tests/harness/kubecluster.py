@@ -166,6 +166,16 @@ def generate_pki(d: Path) -> dict[str, Path]:
     return paths
 
 
+def _decode(raw: bytes) -> Any:
+    """JSON when the body is JSON (API objects), else text (/readyz says "ok")."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
 # ---- processes -----------------------------------------------------------------------------
 
 @dataclass
@@ -288,14 +298,9 @@ class KubeCluster:
             req.add_header("Content-Type", content_type)
         try:
             with urllib.request.urlopen(req, context=ctx, timeout=timeout) as resp:
-                raw = resp.read()
-                return resp.status, json.loads(raw) if raw else None
+                return resp.status, _decode(resp.read())
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                return exc.code, json.loads(raw)
-            except ValueError:
-                return exc.code, raw.decode(errors="replace")
+            return exc.code, _decode(exc.read())
 
     def apply_yaml(self, text: str) -> None:
         """Create every object of a YAML stream (admin); 409 AlreadyExists is fine."""

@@ -6,15 +6,20 @@ Used by ``tests/integration/triton/`` and ``bench/bench_triton.py``.
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from actions.base import Executor
 from actions.registry import ExecutorRegistry
 from actions.runner import RetryPolicy, Runner
 from healer.audit import AuditEntry
 from healer.models import ActionRequest, Target, VerifySpec
+from tests.harness.triton_server import TritonServer, TritonUnavailable, find_dist
 
 FAST_RETRY = RetryPolicy(attempts=3, max_seconds=20, initial_wait=0.05, max_wait=0.3, step_timeout=60)
 
@@ -53,13 +58,13 @@ def request(
 ) -> ActionRequest:
     target = Target(kind="TritonModel", server=server,
                     servers=tuple(servers) if servers else None, model=model, version=version)
-    return ActionRequest(
-        action_id=f"{use}-{model}-{uuid.uuid4().hex[:8]}",
-        use=use,
-        target=target,
-        **{"with": with_ or {}},
-        verify=VerifySpec(timeout_seconds=verify_timeout, rollback=True),
-    )
+    return ActionRequest.model_validate({
+        "action_id": f"{use}-{model}-{uuid.uuid4().hex[:8]}",
+        "use": use,
+        "target": target,
+        "with": with_ or {},
+        "verify": VerifySpec(timeout_seconds=verify_timeout, rollback=True),
+    })
 
 
 def smoke(data: list[float], expect: list[float] | None = None,
@@ -71,3 +76,17 @@ def smoke(data: list[float], expect: list[float] | None = None,
         out["shape"] = shape
     return {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [len(data)], "data": data}],
             "outputs": [out]}
+
+
+def _require_triton() -> None:
+    try:
+        find_dist()
+    except TritonUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Triton server unavailable in CI: {exc}")
+        pytest.skip(f"Triton server unavailable: {exc}")
+
+
+def start_server(root: Path, extra_args: tuple[str, ...] = ()) -> TritonServer:
+    _require_triton()
+    return TritonServer(root=root, extra_args=extra_args).start()

@@ -193,6 +193,7 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("broken", {1: "ok", 2: "fail_init"}, "version_policy: { specific { versions: [ 1 ] } }"),
     ModelSpec("slow", {1: "ok"}, "", init_seconds=2.0),
     ModelSpec("flaky", {1: "ok"}),  # fails to (re)load while ``root/fail.flaky`` exists
+    ModelSpec("simple", {1: "ok"}),  # for benches
 )
 
 
@@ -402,6 +403,11 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return True
         return bool(config.get("parameters"))
+
+    def metadata(self) -> dict[str, object]:
+        with urllib.request.urlopen(f"{self.url}/v2", timeout=10) as r:
+            out: dict[str, object] = json.loads(r.read())
+        return out
 
     def index(self, headers: dict[str, str] | None = None) -> list[dict[str, str]]:
         code, text = self._post("/v2/repository/index", {}, headers)

@@ -38,22 +38,12 @@ from tests.kafka_fixture import kafka_required
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-CLI_RUNNER = textwrap.dedent(
-    """
-    import argparse, sys
-    from healer.cli import kafka_cmd
-    parser = argparse.ArgumentParser(prog="healer")
-    kafka_cmd.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(sys.argv[1:])
-    sys.exit(args.func(args))
-    """
-)
 
 
 def healer_kafka(*argv: str) -> subprocess.CompletedProcess[str]:
     """`healer kafka ...` in a separate process, as a user would run it."""
     return subprocess.run(
-        [sys.executable, "-c", CLI_RUNNER, "kafka", *argv],
+        [sys.executable, "-m", "healer.cli.main", "kafka", *argv],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -47,12 +47,19 @@ def alert_policy(name: str = "p", **spec: Any) -> dict[str, Any]:
     """A policy on alert X targeting Deployment {{namespace}}/{{deployment}}."""
     base: dict[str, Any] = {
         "trigger": {"alert": {"matchers": ['alertname="X"']}},
-        "target": {"kind": "Deployment", "namespace": "{{ labels.namespace }}",
-                   "name": "{{ labels.deployment }}"},
+        "target": {
+            "kind": "Deployment",
+            "namespace": "{{ labels.namespace }}",
+            "name": "{{ labels.deployment }}",
+        },
         "actions": [{"use": "healer.noop", "with": {"message": "one"}}],
     }
-    return {"apiVersion": "healer/v1", "kind": "Policy", "metadata": {"name": name},
-            "spec": merge(base, spec)}
+    return {
+        "apiVersion": "healer/v1",
+        "kind": "Policy",
+        "metadata": {"name": name},
+        "spec": merge(base, spec),
+    }
 
 
 def metric_policy(
@@ -60,9 +67,15 @@ def metric_policy(
 ) -> dict[str, Any]:
     """A policy on metric ``load`` grouped by (namespace, deployment); ``metric``
     overrides trigger fields (``for_`` means ``for``), ``spec`` the rest."""
-    trig: dict[str, Any] = {"name": "load", "group_by": ["namespace", "deployment"],
-                            "aggregate": "avg", "window": "60s", "op": ">", "threshold": 10,
-                            "for": 0}
+    trig: dict[str, Any] = {
+        "name": "load",
+        "group_by": ["namespace", "deployment"],
+        "aggregate": "avg",
+        "window": "60s",
+        "op": ">",
+        "threshold": 10,
+        "for": 0,
+    }
     if "for_" in metric:
         metric["for"] = metric.pop("for_")
     trig.update(metric)
@@ -72,8 +85,12 @@ def metric_policy(
 
 
 def silence(name: str, matchers: list[str], starts: float, ends: float) -> dict[str, Any]:
-    return {"apiVersion": "healer/v1", "kind": "Silence", "metadata": {"name": name},
-            "spec": {"matchers": matchers, "startsAt": iso(starts), "endsAt": iso(ends)}}
+    return {
+        "apiVersion": "healer/v1",
+        "kind": "Silence",
+        "metadata": {"name": name},
+        "spec": {"matchers": matchers, "startsAt": iso(starts), "endsAt": iso(ends)},
+    }
 
 
 def load(*docs: dict[str, Any]) -> PolicySet:
@@ -96,19 +113,31 @@ def alert(
 ) -> Signal:
     lab = dict(LABELS if labels is None else labels)
     return Signal(
-        kind="alert", time=at(t), event_id=f"a@{t}", labels=lab,
-        annotations=annotations or {}, status=status,  # type: ignore[arg-type]
-        fingerprint=fingerprint_of(lab), starts_at=at(starts if starts is not None else 0),
+        kind="alert",
+        time=at(t),
+        event_id=f"a@{t}",
+        labels=lab,
+        annotations=annotations or {},
+        status=status,  # type: ignore[arg-type]
+        fingerprint=fingerprint_of(lab),
+        starts_at=at(starts if starts is not None else 0),
     )
 
 
 MLABELS = {"namespace": "llm-prod", "deployment": "vllm", "pod": "vllm-0"}
 
 
-def sample(t: float, value: float, labels: dict[str, str] | None = None,
-           name: str = "load") -> Signal:
-    return Signal(kind="metric", time=at(t), event_id=f"m@{t}", name=name, value=value,
-                  labels=dict(MLABELS if labels is None else labels))
+def sample(
+    t: float, value: float, labels: dict[str, str] | None = None, name: str = "load"
+) -> Signal:
+    return Signal(
+        kind="metric",
+        time=at(t),
+        event_id=f"m@{t}",
+        name=name,
+        value=value,
+        labels=dict(MLABELS if labels is None else labels),
+    )
 
 
 class Run:

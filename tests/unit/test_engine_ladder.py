@@ -15,7 +15,6 @@ from tests.unit.policy_kit import (
     Run,
     alert,
     alert_policy,
-    brief,
     load,
 )
 
@@ -25,9 +24,7 @@ C = {"use": "webhook.notify", "with": {"url": "https://hooks.example.com/oncall"
 
 
 def _msgs(ds: list[Decision]) -> list[str]:
-    return [
-        f"{d.reason or d.decision}:{d.with_.get('message') or d.use}" for d in ds
-    ]
+    return [f"{d.reason or d.decision}:{d.with_.get('message') or d.use}" for d in ds]
 
 
 def _feed(run: Run, events: list[tuple[float, str]]) -> list[str]:
@@ -46,76 +43,132 @@ def _feed(run: Run, events: list[tuple[float, str]]) -> list[str]:
 @pytest.mark.parametrize(
     ("ladder", "events", "want"),
     [
-        pytest.param([A, B, C], [(0, "f"), (100, "f"), (200, "f"), (300, "f"), (400, "f")],
-                     ["execute:a", "execute:b", "execute:b", "execute:webhook.notify",
-                      "execute:webhook.notify"], id="times then last rung repeats"),
-        pytest.param([A, B, C], [(0, "f"), (100, "f"), (200, "r"), (300, "f"), (400, "f")],
-                     ["execute:a", "execute:b", "execute:a", "execute:b"], id="resolve resets"),
-        pytest.param([{**A, "times": 3}], [(0, "f"), (100, "f"), (200, "f"), (300, "f")],
-                     ["execute:a"] * 4, id="single rung repeats"),
-        pytest.param([A, C], [(0, "r"), (100, "f"), (200, "r"), (300, "r"), (400, "f")],
-                     ["execute:a", "execute:a"], id="resolved alone gives no decision"),
+        pytest.param(
+            [A, B, C],
+            [(0, "f"), (100, "f"), (200, "f"), (300, "f"), (400, "f")],
+            [
+                "execute:a",
+                "execute:b",
+                "execute:b",
+                "execute:webhook.notify",
+                "execute:webhook.notify",
+            ],
+            id="times then last rung repeats",
+        ),
+        pytest.param(
+            [A, B, C],
+            [(0, "f"), (100, "f"), (200, "r"), (300, "f"), (400, "f")],
+            ["execute:a", "execute:b", "execute:a", "execute:b"],
+            id="resolve resets",
+        ),
+        pytest.param(
+            [{**A, "times": 3}],
+            [(0, "f"), (100, "f"), (200, "f"), (300, "f")],
+            ["execute:a"] * 4,
+            id="single rung repeats",
+        ),
+        pytest.param(
+            [A, C],
+            [(0, "r"), (100, "f"), (200, "r"), (300, "r"), (400, "f")],
+            ["execute:a", "execute:a"],
+            id="resolved alone gives no decision",
+        ),
     ],
 )
-def test_ladder(ladder: list[dict[str, Any]], events: list[tuple[float, str]], want: list[str]) -> None:
+def test_ladder(
+    ladder: list[dict[str, Any]], events: list[tuple[float, str]], want: list[str]
+) -> None:
     assert _feed(Run(load(alert_policy(actions=ladder))), events) == want
 
 
 def test_ladder_advances_only_on_acted_decisions() -> None:
     run = Run(load(alert_policy(actions=[A, C], guards={"cooldown": "150s"})))
     assert _feed(run, [(0, "f"), (100, "f"), (200, "f"), (260, "f"), (400, "f")]) == [
-        "execute:a", "cooldown:webhook.notify", "execute:webhook.notify",
-        "cooldown:webhook.notify", "execute:webhook.notify",
+        "execute:a",
+        "cooldown:webhook.notify",
+        "execute:webhook.notify",
+        "cooldown:webhook.notify",
+        "execute:webhook.notify",
     ]
 
 
 def test_pending_approval_advances_the_ladder() -> None:
     run = Run(load(alert_policy(actions=[A, C], guards={"approval": "manual"})))
-    assert _feed(run, [(0, "f"), (100, "f")]) == ["pending_approval:a", "pending_approval:webhook.notify"]
+    assert _feed(run, [(0, "f"), (100, "f")]) == [
+        "pending_approval:a",
+        "pending_approval:webhook.notify",
+    ]
 
 
 @pytest.mark.parametrize(
     ("status", "events", "want"),
     [
         ("firing", [(0, "f"), (100, "r")], ["execute:a"]),
-        ("resolved", [(0, "f"), (100, "r"), (200, "f"), (300, "r")], ["execute:a", "execute:webhook.notify"]),
-        ("any", [(0, "f"), (100, "r"), (200, "f")], ["execute:a", "execute:webhook.notify",
-                                                       "execute:webhook.notify"]),
+        (
+            "resolved",
+            [(0, "f"), (100, "r"), (200, "f"), (300, "r")],
+            ["execute:a", "execute:webhook.notify"],
+        ),
+        (
+            "any",
+            [(0, "f"), (100, "r"), (200, "f")],
+            ["execute:a", "execute:webhook.notify", "execute:webhook.notify"],
+        ),
     ],
 )
 def test_status(status: str, events: list[tuple[float, str]], want: list[str]) -> None:
-    doc = alert_policy(actions=[A, C], trigger={"alert": {"matchers": ['alertname="X"'], "status": status}})
+    doc = alert_policy(
+        actions=[A, C], trigger={"alert": {"matchers": ['alertname="X"'], "status": status}}
+    )
     assert _feed(Run(load(doc)), events) == want
 
 
 def test_resolve_ends_only_that_targets_incident() -> None:
     run = Run(load(alert_policy(actions=[A, C])))
     other = {**LABELS, "deployment": "other"}
-    got = [run.feed(alert(0)), run.feed(alert(0, other)),
-           run.feed(alert(100, status="resolved")),
-           run.feed(alert(200, starts=150)), run.feed(alert(200, other))]
-    assert [_msgs(x) for x in got] == [["execute:a"], ["execute:a"], [], ["execute:a"],
-                                       ["execute:webhook.notify"]]
+    got = [
+        run.feed(alert(0)),
+        run.feed(alert(0, other)),
+        run.feed(alert(100, status="resolved")),
+        run.feed(alert(200, starts=150)),
+        run.feed(alert(200, other)),
+    ]
+    assert [_msgs(x) for x in got] == [
+        ["execute:a"],
+        ["execute:a"],
+        [],
+        ["execute:a"],
+        ["execute:webhook.notify"],
+    ]
 
 
 # ---------------------------------------------------------------- duplicates
 
+
 @pytest.mark.parametrize(
     ("second", "dup"),
     [
-        ({"t": 30}, True),                       # same fingerprint, startsAt, status, < 60 s
+        ({"t": 30}, True),  # same fingerprint, startsAt, status, < 60 s
         ({"t": 59.9}, True),
-        ({"t": 60}, False),                      # repeat notification after the window
-        ({"t": 30, "starts": 5}, False),          # a new startsAt is a new alert
+        ({"t": 60}, False),  # repeat notification after the window
+        ({"t": 30, "starts": 5}, False),  # a new startsAt is a new alert
         ({"t": 30, "status": "resolved"}, False),  # a status change is news
         ({"t": 30, "labels": {**LABELS, "pod": "p"}}, False),  # another fingerprint
     ],
 )
 def test_duplicate_deliveries(second: dict[str, Any], dup: bool) -> None:
-    run = Run(load(alert_policy(trigger={"alert": {"matchers": ['alertname="X"'], "status": "any"}})))
+    run = Run(
+        load(alert_policy(trigger={"alert": {"matchers": ['alertname="X"'], "status": "any"}}))
+    )
     assert len(run.feed(alert(0))) == 1
-    got = run.feed(alert(second["t"], second.get("labels"), second.get("status", "firing"),
-                         starts=second.get("starts", 0)))
+    got = run.feed(
+        alert(
+            second["t"],
+            second.get("labels"),
+            second.get("status", "firing"),
+            starts=second.get("starts", 0),
+        )
+    )
     assert (got == []) is dup
     assert run.replayer.duplicates == (1 if dup else 0)
 
@@ -139,11 +192,20 @@ def test_dedup_compares_with_the_last_accepted_delivery() -> None:
 def test_webhook_payload_is_split_into_alerts() -> None:
     from healer.replay import Replayer, read_lines
 
-    payload = {"version": "4", "status": "firing", "alerts": [
-        {"status": "firing", "labels": {**LABELS, "deployment": d}, "startsAt": "2026-03-02T09:59:00Z"}
-        for d in ("a", "b", "a")
-    ]}
+    payload = {
+        "version": "4",
+        "status": "firing",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {**LABELS, "deployment": d},
+                "startsAt": "2026-03-02T09:59:00Z",
+            }
+            for d in ("a", "b", "a")
+        ],
+    }
     import json
+
     line = json.dumps({"time": "2026-03-02T10:00:00Z", "webhook": payload})
     rp = Replayer(load(alert_policy()))
     ds = rp.run(read_lines([line]))
@@ -153,9 +215,15 @@ def test_webhook_payload_is_split_into_alerts() -> None:
 
 # ---------------------------------------------------------------- ids, revisions
 
+
 def _stream() -> list[Any]:
-    return [alert(0), alert(100), alert(200, status="resolved"), alert(300, starts=250),
-            alert(300, {**LABELS, "deployment": "other"})]
+    return [
+        alert(0),
+        alert(100),
+        alert(200, status="resolved"),
+        alert(300, starts=250),
+        alert(300, {**LABELS, "deployment": "other"}),
+    ]
 
 
 def test_action_ids_are_deterministic_and_distinct() -> None:
@@ -184,10 +252,14 @@ def test_redelivered_signal_on_restored_state_yields_the_same_id() -> None:
     st = TargetState()
     snapshot = st.to_dict()
     first = decide(sig, rt, ps, st, GlobalState(), EngineSettings()).decisions
-    again = decide(sig, rt, ps, TargetState.from_dict(snapshot), GlobalState(), EngineSettings()).decisions
+    again = decide(
+        sig, rt, ps, TargetState.from_dict(snapshot), GlobalState(), EngineSettings()
+    ).decisions
     assert first[0].action_id == again[0].action_id
     # and the state survives a JSON round trip: the next signal continues the ladder
-    nxt = decide(alert(100), rt, ps, TargetState.from_dict(st.to_dict()), GlobalState(), EngineSettings())
+    nxt = decide(
+        alert(100), rt, ps, TargetState.from_dict(st.to_dict()), GlobalState(), EngineSettings()
+    )
     assert nxt.decisions[0].use == "webhook.notify"
 
 

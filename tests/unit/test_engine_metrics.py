@@ -24,7 +24,9 @@ A = {"use": "healer.noop", "with": {"message": "a"}}
 C = {"use": "webhook.notify", "with": {"url": "https://hooks.example.com/oncall"}}
 
 
-def _fire_times(doc: dict[str, Any], points: list[tuple[float, float]], **labels: str) -> list[float]:
+def _fire_times(
+    doc: dict[str, Any], points: list[tuple[float, float]], **labels: str
+) -> list[float]:
     run = Run(load(doc))
     out = []
     for t, v in points:
@@ -63,6 +65,7 @@ def test_for_holds_across_irregular_sample_times() -> None:
 
 
 # ---------------------------------------------------------------- windows
+
 
 def test_window_is_open_at_now_minus_window() -> None:
     """(now - window, now]: a sample exactly one window old is out."""
@@ -129,11 +132,23 @@ P = [(0.0, "s", 1.0), (1.0, "s", 4.0), (2.0, "s", 2.0), (3.0, "s", 3.0)]
 @pytest.mark.parametrize(
     ("agg", "points", "want"),
     [
-        ("avg", P, 2.5), ("min", P, 1.0), ("max", P, 4.0), ("sum", P, 10.0), ("count", P, 4.0),
+        ("avg", P, 2.5),
+        ("min", P, 1.0),
+        ("max", P, 4.0),
+        ("sum", P, 10.0),
+        ("count", P, 4.0),
         ("last", P, 3.0),
         ("rate", [(0.0, "a", 100.0), (10.0, "a", 110.0), (20.0, "a", 130.0)], 1.5),
-        ("rate", [(0.0, "a", 100.0), (10.0, "a", 110.0), (20.0, "a", 5.0), (30.0, "a", 15.0)], 25 / 30),
-        ("rate", [(0.0, "a", 0.0), (10.0, "b", 0.0), (10.0, "a", 10.0), (20.0, "b", 20.0)], 1.0 + 2.0),
+        (
+            "rate",
+            [(0.0, "a", 100.0), (10.0, "a", 110.0), (20.0, "a", 5.0), (30.0, "a", 15.0)],
+            25 / 30,
+        ),
+        (
+            "rate",
+            [(0.0, "a", 0.0), (10.0, "b", 0.0), (10.0, "a", 10.0), (20.0, "b", 20.0)],
+            1.0 + 2.0,
+        ),
         ("rate", [(0.0, "a", 1.0)], None),
         ("rate", [(0.0, "a", 1.0), (5.0, "b", 1.0)], None),
         ("avg", [], None),
@@ -147,12 +162,12 @@ def test_aggregate(agg: str, points: list[tuple[float, str, float]], want: float
 @pytest.mark.parametrize(
     ("agg", "values", "exact"),
     [
-        ("avg", [2, 4, 1, 3], 2.5),   # 2, 3, 2.33, 2.5
-        ("min", [4, 2, 3, 1], 1),     # 4, 2, 2, 1
-        ("max", [1, 3, 2, 4], 4),     # 1, 3, 3, 4
-        ("sum", [1, 2, 3, 4], 10),    # 1, 3, 6, 10
-        ("count", [9, 9, 9, 9], 4),   # 1, 2, 3, 4
-        ("last", [1, 2, 4, 3], 3),    # 1, 2, 4, 3
+        ("avg", [2, 4, 1, 3], 2.5),  # 2, 3, 2.33, 2.5
+        ("min", [4, 2, 3, 1], 1),  # 4, 2, 2, 1
+        ("max", [1, 3, 2, 4], 4),  # 1, 3, 3, 4
+        ("sum", [1, 2, 3, 4], 10),  # 1, 3, 6, 10
+        ("count", [9, 9, 9, 9], 4),  # 1, 2, 3, 4
+        ("last", [1, 2, 4, 3], 3),  # 1, 2, 4, 3
     ],
 )
 def test_aggregate_through_the_engine(agg: str, values: list[float], exact: float) -> None:
@@ -180,6 +195,7 @@ def test_undefined_rate_does_not_end_a_run() -> None:
 
 # ---------------------------------------------------------------- groups, incidents
 
+
 def test_groups_have_their_own_windows_and_targets() -> None:
     run = Run(load(metric_policy(aggregate="avg", window="60s")))
     got = []
@@ -193,8 +209,8 @@ def test_series_of_one_group_are_aggregated_together() -> None:
     doc = metric_policy(aggregate="avg", window="60s", threshold=10)
     run = Run(load(doc))
     assert len(run.feed(sample(0, 30, {**MLABELS, "pod": "a"}))) == 1  # avg 30
-    assert len(run.feed(sample(1, 0, {**MLABELS, "pod": "b"}))) == 1   # avg 15
-    assert run.feed(sample(2, 0, {**MLABELS, "pod": "c"})) == []       # avg 10, not > 10
+    assert len(run.feed(sample(1, 0, {**MLABELS, "pod": "b"}))) == 1  # avg 15
+    assert run.feed(sample(2, 0, {**MLABELS, "pod": "c"})) == []  # avg 10, not > 10
 
 
 def test_metric_incident_ends_with_the_run_and_resets_the_ladder() -> None:
@@ -202,12 +218,18 @@ def test_metric_incident_ends_with_the_run_and_resets_the_ladder() -> None:
     got = []
     for t, v in [(0, 20), (30, 20), (60, 5), (90, 20), (120, 20)]:
         got += [f"{d.decision}:{d.use}" for d in run.feed(sample(t, v))]
-    assert got == ["execute:healer.noop", "execute:webhook.notify",
-                   "execute:healer.noop", "execute:webhook.notify"]
+    assert got == [
+        "execute:healer.noop",
+        "execute:webhook.notify",
+        "execute:healer.noop",
+        "execute:webhook.notify",
+    ]
 
 
 def test_matchers_apply_to_sample_labels_and_name() -> None:
-    doc = metric_policy(matchers=['pod!~"canary-.*"', '__name__="load"'], aggregate="last", window="1s")
+    doc = metric_policy(
+        matchers=['pod!~"canary-.*"', '__name__="load"'], aggregate="last", window="1s"
+    )
     assert _fire_times(doc, [(0, 50)], pod="canary-1") == []
     assert _fire_times(doc, [(0, 50)], pod="stable-1") == [0]
 
@@ -221,3 +243,25 @@ def test_unresolved_metric_target() -> None:
 def test_decision_time_is_event_time_of_the_evaluation() -> None:
     [d] = Run(load(metric_policy(aggregate="last", window="1s"))).feed(sample(12.5, 50))
     assert d.time == at(12.5) and d.plan_line()["time"] == "2026-03-02T10:00:12.500Z"
+
+
+def test_groups_that_stop_reporting_expire() -> None:
+    """group_by finer than the target (pod): a vanished pod's group is dropped after a
+    window without samples, so it neither leaks nor keeps the incident open."""
+    doc = metric_policy(
+        group_by=["namespace", "deployment", "pod"],
+        aggregate="last",
+        window="60s",
+        spec={"actions": [A, C]},
+    )
+    ps = load(doc)
+    run = Run(ps)
+    got = [f"{d.decision}:{d.use}" for d in run.feed(sample(0, 50, {**MLABELS, "pod": "a"}))]
+    # pod a is gone; pod b reports normal values for longer than the window
+    for t in (30, 60, 90):
+        got += [f"{d.decision}:{d.use}" for d in run.feed(sample(t, 1, {**MLABELS, "pod": "b"}))]
+    [state] = run.replayer.states.values()
+    assert list(state.windows) == ["m\x1fnamespace=llm-prod\x1fdeployment=vllm\x1fpod=b"]
+    got += [f"{d.decision}:{d.use}" for d in run.feed(sample(120, 50, {**MLABELS, "pod": "c"}))]
+    # the incident ended with pod a's group: the ladder starts again at its first rung
+    assert got == ["execute:healer.noop", "execute:healer.noop"]

@@ -32,7 +32,14 @@ NAMES = sorted(p.name for p in SCENARIOS.iterdir() if (p / "events.jsonl").is_fi
 def _args(name: str) -> list[str]:
     d = SCENARIOS / name
     extra = sorted(str(p) for p in d.glob("*.yaml"))
-    return ["policy", "test", str(LIBRARY / f"{name}.yaml"), *extra, "--events", str(d / "events.jsonl")]
+    return [
+        "policy",
+        "test",
+        str(LIBRARY / f"{name}.yaml"),
+        *extra,
+        "--events",
+        str(d / "events.jsonl"),
+    ]
 
 
 def _plan(text: str) -> list[dict[str, object]]:
@@ -63,7 +70,7 @@ def test_expect_reports_a_difference(tmp_path: Path, capsys: pytest.CaptureFixtu
     tampered.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
     assert main([*_args(name), "--expect", str(tampered)]) == 1
     err = capsys.readouterr().err
-    assert "decision 1" in err and "expected \"suppressed\", got \"execute\"" in err
+    assert "decision 1" in err and 'expected "suppressed", got "execute"' in err
     short = tmp_path / "short.jsonl"
     short.write_text("\n".join(lines[:-1]) + "\n")
     assert main([*_args(name), "--expect", str(short)]) == 1
@@ -76,13 +83,21 @@ def test_scenario_via_subprocess() -> None:
     expected = SCENARIOS / name / "expected.jsonl"
     proc = subprocess.run(
         [sys.executable, "-m", "healer.cli.main", *_args(name), "--expect", str(expected)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert _plan(proc.stdout) == _plan(expected.read_text(encoding="utf-8"))
     table = subprocess.run(
         [sys.executable, "-m", "healer.cli.main", *_args(name), "--format", "table"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
     )
     assert table.returncode == 0, table.stderr
     rows = table.stdout.splitlines()
@@ -123,5 +138,13 @@ def test_library_scenarios_cover_ladder_cooldown_budget_and_resolution() -> None
     for name in NAMES:
         for d in _plan((SCENARIOS / name / "expected.jsonl").read_text(encoding="utf-8")):
             seen.add(str(d["reason"] or d["decision"]))
-    assert {"execute", "pending_approval", "cooldown", "budget", "namespace_denied", "silenced",
-            "target_unresolved", "invalid_target"} <= seen
+    assert {
+        "execute",
+        "pending_approval",
+        "cooldown",
+        "budget",
+        "namespace_denied",
+        "silenced",
+        "target_unresolved",
+        "invalid_target",
+    } <= seen

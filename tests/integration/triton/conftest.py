@@ -1,14 +1,15 @@
 """Fixtures for the Triton integration tests: a real ``tritonserver`` from the
-nvidia-pytriton wheel (see ``tests/harness/triton_server.py``), a Runner with a
-list-collecting audit sink (helpers in ``tests/harness/triton_runs.py``).
+nvidia-pytriton wheel (see ``tests/harness/triton_server.py``): one server per
+session and one per test that needs its own. Runner helpers are in
+``tests/harness/triton_runs.py``.
 
 Without the wheel the tests skip with the install command, except under CI
-(``CI`` set), where a missing server is a failure, never a silent skip.
+(``CI`` set), where a missing server is a failure, never a silent skip
+(``start_server`` in tests/harness/triton_runs.py).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,21 +20,8 @@ _ROOT = Path(__file__).resolve().parents[3]
 if str(_ROOT) not in sys.path:  # tests/ is not a package; the harness lives in tests/harness
     sys.path.insert(0, str(_ROOT))
 
-from tests.harness.triton_server import TritonServer, TritonUnavailable, find_dist  # noqa: E402
-
-
-def _require_triton() -> None:
-    try:
-        find_dist()
-    except TritonUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Triton server unavailable in CI: {exc}")
-        pytest.skip(f"Triton server unavailable: {exc}")
-
-
-def start_server(root: Path, extra_args: tuple[str, ...] = ()) -> TritonServer:
-    _require_triton()
-    return TritonServer(root=root, extra_args=extra_args).start()
+from tests.harness.triton_runs import start_server  # noqa: E402
+from tests.harness.triton_server import TritonServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -15,13 +15,15 @@ import json
 import logging
 import secrets
 import time
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
-from actions.runner import RetryPolicy
+from actions.base import Executor
+from actions.runner import Outcome, RetryPolicy
 from actions.triton import TritonControl, TritonReloadExecutor, triton_executors
-from tests.harness.triton_runs import make_harness, request, smoke
+from tests.harness.triton_runs import make_harness, request, smoke, start_server
 from tests.harness.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
@@ -32,7 +34,7 @@ def ready_versions(server: TritonServer, model: str, headers: dict[str, str] | N
                   if e["name"] == model and e.get("state") == "READY")
 
 
-def control_of(executors: list) -> TritonControl:
+def control_of(executors: list[Executor]) -> TritonControl:
     ex = executors[0]
     assert isinstance(ex, TritonReloadExecutor)
     return ex.control
@@ -202,7 +204,7 @@ def test_concurrent_reloads_of_one_model_do_not_overlap(triton: TritonServer) ->
     b = request("triton.reload", "slow", server=triton.url)
     t0 = time.time()
 
-    async def both() -> list:
+    async def both() -> list[Outcome]:
         return list(await asyncio.gather(h.runner.run(a), h.runner.run(b)))
 
     outs = asyncio.run(both())
@@ -216,7 +218,7 @@ def test_concurrent_reloads_of_one_model_do_not_overlap(triton: TritonServer) ->
     executes = [s for s in sections if s.step == "execute"]
     assert len(executes) == 2 and executes[0].action_id != executes[1].action_id
     # the server saw two full loads (2 s each), one after the other
-    inits = [e for e in triton.init_events("slow") if float(e["time"]) >= t0]
+    inits = [e for e in triton.init_events("slow") if float(str(e["time"])) >= t0]
     assert [e["event"] for e in inits] == ["init_start", "init_end", "init_start", "init_end"]
     assert executes[1].started >= executes[0].ended
 
@@ -249,49 +251,93 @@ def test_server_down_is_retried_then_fails(own_triton: TritonServer) -> None:
     assert failed.detail is not None and failed.detail["attempts"] == 3
 
 
-def test_restricted_api_auth_header_and_secret_stays_out(
-    tmp_path: Path, triton: TritonServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    from tests.integration.triton.conftest import start_server
+@dataclass
+class Restricted:
+    server: TritonServer
+    header: str
+    secret: str
 
+    @property
+    def auth(self) -> dict[str, str]:
+        return {self.header: self.secret}
+
+
+@pytest.fixture(scope="module")
+def restricted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restricted]:
+    """A second server whose model-repository API needs a header (--http-restricted-api)."""
     secret = "s3cret-" + secrets.token_hex(8)
     header = "x-healer-admin"
-    server = start_server(tmp_path / "restricted", (f"--http-restricted-api=model-repository:{header}={secret}",))
-    caplog.set_level(logging.DEBUG)
+    server = start_server(tmp_path_factory.mktemp("restricted"),
+                          (f"--http-restricted-api=model-repository:{header}={secret}",))
     try:
-        auth = {header: secret}
-        server.load("healthy", headers=auth)
-        triton.reset("healthy")
-
-        # without the header: 403, permanent, not retried
-        h0 = make_harness(triton_executors())
-        out0 = asyncio.run(h0.runner.run(request("triton.reload", "healthy", server=server.url)))
-        assert out0.status == "failed"
-        assert out0.reason is not None and "This API is restricted" in out0.reason
-        assert "attempts" not in out0.detail
-
-        # with it: a fleet reload across the restricted server and an open one
-        executors = triton_executors(auth_header=header, auth_value=secret)
-        h = make_harness(executors)
-        req = request("triton.reload", "healthy", servers=[server.url, triton.url],
-                      with_={"smoke": smoke([1.0], expect=[3.0])})
-        out = asyncio.run(h.runner.run(req))
-        assert out.status == "verified", out.reason
-        assert h.kinds() == ["action.running", "action.succeeded", "action.verified"]
-        assert set(out.detail["servers"]) == {server.url, triton.url}
-
-        # and its rollback (an operator's) goes through the restricted API too
-        assert out.before is not None
-        rb = asyncio.run(h.runner.rollback(req, out.before))
-        assert rb.status == "rolled_back", rb.reason
-
-        records = [e.model_dump_json(by_alias=True) for e in h0.audit + h.audit]
-        assert records and not any(secret in r for r in records)
-        assert all(header not in r or secret not in r for r in records)
-        logged = "\n".join(
-            f"{r.getMessage()} {r.args!r} {getattr(r, '__dict__', {})!r}" for r in caplog.records)
-        assert secret not in logged
-        assert secret not in repr(control_of(executors))
-        assert secret not in json.dumps(out.detail) + json.dumps(out.after)
+        yield Restricted(server, header, secret)
     finally:
         server.stop()
+
+
+def test_restricted_api_auth_header_and_secret_stays_out(
+    restricted: Restricted, triton: TritonServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, header, secret = restricted.server, restricted.header, restricted.secret
+    caplog.set_level(logging.DEBUG)
+    server.reset("healthy", headers=restricted.auth)
+    triton.reset("healthy")
+
+    # without the header: 403, permanent, not retried
+    h0 = make_harness(triton_executors())
+    out0 = asyncio.run(h0.runner.run(request("triton.reload", "healthy", server=server.url)))
+    assert out0.status == "failed"
+    assert out0.reason is not None and "This API is restricted" in out0.reason
+    assert "attempts" not in out0.detail
+
+    # with it: a fleet reload across the restricted server and an open one
+    executors = triton_executors(auth_header=header, auth_value=secret)
+    h = make_harness(executors)
+    req = request("triton.reload", "healthy", servers=[server.url, triton.url],
+                  with_={"smoke": smoke([1.0], expect=[3.0])})
+    out = asyncio.run(h.runner.run(req))
+    assert out.status == "verified", out.reason
+    assert h.kinds() == ["action.running", "action.succeeded", "action.verified"]
+    assert set(out.detail["servers"]) == {server.url, triton.url}
+
+    # and its rollback (an operator's) goes through the restricted API too
+    assert out.before is not None
+    rb = asyncio.run(h.runner.rollback(req, out.before))
+    assert rb.status == "rolled_back", rb.reason
+
+    records = [e.model_dump_json(by_alias=True) for e in h0.audit + h.audit]
+    assert len(records) == 6 and not any(secret in r for r in records)
+    logged = "\n".join(
+        f"{r.getMessage()} {r.args!r} {getattr(r, '__dict__', {})!r}" for r in caplog.records)
+    assert secret not in logged
+    assert secret not in repr(control_of(executors))
+    assert secret not in json.dumps(out.detail) + json.dumps(out.after)
+
+
+def test_fleet_stops_at_first_failed_server_and_rolls_back_the_others(
+    restricted: Restricted, triton: TritonServer
+) -> None:
+    server = restricted.server
+    server.reset("flaky", headers=restricted.auth)
+    triton.reset("flaky")
+    h = make_harness(triton_executors(auth_header=restricted.header, auth_value=restricted.secret))
+    marker = server.fail_marker("flaky")
+    marker.write_text("fail")
+    try:
+        req = request("triton.reload", "flaky", servers=[triton.url, server.url],
+                      with_={"smoke": smoke([1.0], expect=[2.0])})
+        out = asyncio.run(h.runner.run(req))
+    finally:
+        marker.unlink()
+
+    assert out.status == "rolled_back", out.reason
+    assert h.kinds() == ["action.running", "action.succeeded", "action.failed", "action.rolled_back"]
+    assert out.after is not None and out.after["load_error"]["server"] == server.url
+    rolled = h.audit[-1].after
+    assert rolled is not None
+    # the first server had reloaded (with healer_reload): restored to its previous config
+    assert rolled["servers"][triton.url]["action"] == "re-loaded previous config"
+    # the failing one kept its previous instance: nothing to restore
+    assert rolled["servers"][server.url]["action"].startswith("none")
+    assert triton.infer("flaky", [1.0]) == [2.0]
+    assert server.infer("flaky", [1.0]) == [2.0]
