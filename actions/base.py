@@ -43,6 +43,15 @@ class PermanentError(ActionError):
     """Retrying cannot help: 403/404/422, unknown model, bad config, refused by a guard."""
 
 
+class ExecuteFailed(ActionError):
+    """The change was attempted and refused or broke part-way; the target may
+    differ from the snapshot, so the runner rolls back (when the policy allows)."""
+
+    def __init__(self, message: str, after: dict[str, Any], detail: dict[str, Any] | None = None) -> None:
+        super().__init__(message, detail)
+        self.after = after
+
+
 class VerificationFailed(ActionError):
     """The action ran but its effect did not show within the verify timeout."""
 

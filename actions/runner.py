@@ -28,6 +28,7 @@ from tenacity import (
 from actions.base import (
     ActionContext,
     ActionError,
+    ExecuteFailed,
     Executor,
     NotReversible,
     PermanentError,
@@ -91,8 +92,12 @@ class Runner:
             log.exception("audit write failed", extra={"action_id": req.action_id, "kind": kind})
             raise
 
-    async def _attempt(self, what: str, fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-        """Run ``fn`` with timeout and retries on TransientError."""
+    async def _attempt(
+        self, what: str, fn: Callable[[], Awaitable[dict[str, Any]]], timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Run ``fn`` with a timeout (the step's own, else the policy default) and
+        retries on TransientError."""
+        step_timeout = max(timeout or 0.0, self.retry.step_timeout)
         attempts = 0
         try:
             async for attempt in AsyncRetrying(
@@ -104,9 +109,9 @@ class Runner:
                 with attempt:
                     attempts += 1
                     try:
-                        return await asyncio.wait_for(fn(), timeout=self.retry.step_timeout)
+                        return await asyncio.wait_for(fn(), timeout=step_timeout)
                     except TimeoutError as exc:
-                        raise TransientError(f"{what} timed out after {self.retry.step_timeout:g}s") from exc
+                        raise TransientError(f"{what} timed out after {step_timeout:g}s") from exc
         except RetryError as exc:
             last = exc.last_attempt.exception()
             msg = last.message if isinstance(last, ActionError) else str(last)
@@ -136,6 +141,7 @@ class Runner:
         """
         started = time.monotonic()
         out = Outcome(action_id=req.action_id, status="failed")
+        rollback_after_failure = False
         if not announced:
             await self.announce(req)
         try:
@@ -147,8 +153,16 @@ class Runner:
                 out.status = "succeeded"
                 out.detail = {"dry_run": True, "would": plan}
                 return out
-            out.after = await self._attempt("execute", lambda: executor.execute(ctx, out.before or {}))
+            timeout = getattr(ctx.params, "timeout_seconds", None)
+            out.after = await self._attempt(
+                "execute", lambda: executor.execute(ctx, out.before or {}), timeout=timeout
+            )
             out.status = "succeeded"
+        except ExecuteFailed as exc:
+            out.reason = exc.message
+            out.after = exc.after
+            out.detail = {**exc.detail, "phase": "execute"}
+            rollback_after_failure = True
         except ActionError as exc:
             out.reason = exc.message
             out.detail = exc.detail
@@ -165,8 +179,16 @@ class Runner:
                 )
             elif out.status == "failed":
                 await self._emit(
-                    "action.failed", req, before=out.before, reason=out.reason, detail=out.detail or None
+                    "action.failed", req, before=out.before, after=out.after, reason=out.reason,
+                    detail=out.detail or None,
                 )
+        if rollback_after_failure:
+            if req.verify.rollback and executor.reversible:
+                rb = await self.rollback(req, out.before or {}, actor=None, reason=out.reason)
+                out.status = rb.status
+                out.detail = {**out.detail, "rollback": rb.detail}
+            out.duration_seconds = time.monotonic() - started
+            return out
         return await self._verify(req, executor, ctx, out, started)
 
     async def _verify(

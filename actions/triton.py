@@ -16,9 +16,9 @@ Behaviour that shapes the design (seen on Triton 2.51, explicit mode):
   parameter (``force``, default on), which makes Triton really reload it.
 * When a load fails Triton answers 400 and keeps the previous instance
   serving and READY. Readiness alone therefore cannot tell a failed reload
-  from a good one: ``execute`` records the 400 as ``load_error`` in its result
-  instead of raising, and ``verify`` fails at once on it (VerificationFailed).
-  That puts the runner on its rollback path, which re-reads the server: if the
+  from a good one: ``execute`` raises ExecuteFailed with Triton's message and
+  what it did so far (``load_error``), and the runner rolls back, which
+  re-reads the server: if the
   failed load left the snapshot's versions and config in place (the usual
   case), the rollback changes nothing and only verifies that the previous
   version serves; otherwise it re-loads the snapshot's config (or unloads a
@@ -57,6 +57,7 @@ from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from actions.base import (
     ActionContext,
+    ExecuteFailed,
     Executor,
     PermanentError,
     TransientError,
@@ -497,7 +498,12 @@ class _TritonExecutor(Executor):
                 after["load_error"] = {"server": ep.url, "message": error}
                 after["not_attempted"] = [e.url for e in eps[n + 1:]]
                 after["servers"][ep.url] = entry
-                break
+                # Triton refused the load (400) and keeps the previous instance
+                # READY: readiness cannot tell, so fail here with Triton's message
+                raise ExecuteFailed(
+                    f"load failed on {ep.url}: {error}", after,
+                    {"load_error": after["load_error"], "not_attempted": after["not_attempted"]},
+                )
             self.control.remember(ctx.action_id, ep.url, entry)
             after["servers"][ep.url] = entry
         return after

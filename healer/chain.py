@@ -68,15 +68,50 @@ class VerifyReport:
         return not self.problems
 
 
-def verify(records: Iterable[dict[str, Any]], expected_tails: dict[str, int] | None = None) -> VerifyReport:
+@dataclass(frozen=True)
+class Checkpoint:
+    """Chain heads seen at one moment, kept outside Kafka (file, ticket, object lock).
+
+    A chain that ends before its checkpoint seq, or whose record at that seq
+    has another hash, was truncated or rewritten.
+    """
+
+    heads: dict[str, tuple[int, str]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chains": {c: {"seq": s, "hash": h} for c, (s, h) in sorted(self.heads.items())}}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Checkpoint:
+        return cls({str(c): (int(v["seq"]), str(v["hash"])) for c, v in d.get("chains", {}).items()})
+
+
+def checkpoint_of(records: Iterable[dict[str, Any]]) -> Checkpoint:
+    """The last (seq, hash) of every chain in ``records``."""
+    heads: dict[str, tuple[int, str]] = {}
+    for rec in records:
+        chain, seq = str(rec.get("chain")), rec.get("seq")
+        if isinstance(seq, int) and (chain not in heads or seq > heads[chain][0]):
+            heads[chain] = (seq, str(rec.get("hash")))
+    return Checkpoint(heads)
+
+
+def verify(
+    records: Iterable[dict[str, Any]],
+    expected_tails: dict[str, int] | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> VerifyReport:
     """Check every chain for changed, removed, inserted or reordered records.
 
-    ``expected_tails`` (chain -> last seq known from a checkpoint) detects a
-    truncated tail: a chain whose last record is before its checkpoint.
+    ``expected_tails`` (chain -> last seq) or a :class:`Checkpoint` (chain ->
+    seq and hash) detects a truncated tail: a chain that ends before its
+    checkpoint, or whose record at the checkpoint seq has another hash.
     Reports the first bad seq of each chain.
     """
     report = VerifyReport()
     heads: dict[str, tuple[int, str]] = {}
+    hash_at: dict[tuple[str, int], str] = {}
+    wanted = {(c, s) for c, (s, _) in (checkpoint.heads.items() if checkpoint else [])}
     broken: set[str] = set()
     for rec in records:
         report.records += 1
@@ -103,7 +138,17 @@ def verify(records: Iterable[dict[str, Any]], expected_tails: dict[str, int] | N
             continue
         heads[chain] = (exp_seq + 1, rec["hash"])
         report.chains[chain] = exp_seq + 1
-    for chain, last in (expected_tails or {}).items():
+        if (chain, exp_seq) in wanted:
+            hash_at[(chain, exp_seq)] = rec["hash"]
+    tails = dict(expected_tails or {})
+    for chain, (seq, h) in (checkpoint.heads.items() if checkpoint else []):
+        tails[chain] = max(tails.get(chain, -1), seq)
+        got = hash_at.get((chain, seq))
+        if got is not None and got != h and chain not in broken:
+            report.problems.append(ChainProblem(
+                chain, seq, "record differs from the checkpoint (history rewritten)"))
+            broken.add(chain)
+    for chain, last in tails.items():
         if chain in broken:
             continue
         have = report.chains.get(chain, 0)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from healer.guards import namespace_denied
 from healer.index import PolicySet
 from healer.matchers import match_all
 from healer.models import Decision, DecisionKind, Signal, Target
@@ -43,6 +44,7 @@ class EngineSettings:
     rate_limit: Budget | None = None
     dedup_window: timedelta = timedelta(seconds=60)
     protected_namespaces: tuple[str, ...] = PROTECTED_NAMESPACES
+    allowed_namespaces: tuple[str, ...] | None = None  # worker-wide allow-list (globs)
     max_window_samples: int = 10_000
 
 
@@ -253,13 +255,11 @@ def _namespace_denied(p: CompiledPolicy, target: Target, settings: EngineSetting
     ns = target.namespace
     if ns is None:
         return False
-    allowed = p.guards.namespaces
-    if allowed is not None and not any(fnmatch.fnmatchcase(ns, g) for g in allowed):
-        return True
-    if any(fnmatch.fnmatchcase(ns, g) for g in settings.protected_namespaces):
-        # protected namespaces need an explicit, literal entry in the policy's allow-list
-        return allowed is None or ns not in allowed
-    return False
+    if settings.allowed_namespaces is not None and not any(
+        fnmatch.fnmatchcase(ns, g) for g in settings.allowed_namespaces
+    ):
+        return True  # outside the worker-wide allow-list
+    return namespace_denied(ns, p.guards.namespaces, settings.protected_namespaces)
 
 
 def _silenced(signal: Signal, policies: PolicySet, now: datetime) -> bool:

@@ -33,6 +33,9 @@ YAML_SUFFIXES = (".yaml", ".yml")
 
 PathKey = tuple[str | int, ...]
 _SCALARS = yaml.SafeLoader("")  # only its scalar constructors are used
+# libyaml's parser when PyYAML has it (about 10x faster on large policy sets);
+# both report the same node marks, so lines in errors do not change
+_COMPOSER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass
@@ -173,7 +176,7 @@ def _pydantic_errors(
 def load_documents(text: str, file: str, catalog: Catalog) -> LoadResult:
     res = LoadResult(files=[file])
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        nodes = list(yaml.compose_all(text, Loader=_COMPOSER))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         res.errors.append(

@@ -278,6 +278,9 @@ class ActionRequest(BaseModel):
     requested_at: datetime | None = None
     # wall-clock time of the triggering record, for alert-to-action latency
     signal_time: datetime | None = None
+    # "run" executes; "rollback" restores the ledger's snapshot of action_id
+    op: Literal["run", "rollback"] = "run"
+    reason: str | None = None
 
     model_config = ConfigDict(populate_by_name=True)
 

@@ -85,3 +85,54 @@ def _drop_null(prop: dict[str, Any]) -> dict[str, Any]:
     if "$ref" in inner:  # draft-07 ignores siblings of $ref: wrap it
         return {**out, "allOf": [inner]}
     return {**out, **inner}
+
+
+def audit_schema() -> dict[str, Any]:
+    """JSON Schema of one sealed ``healer.audit/v1`` record."""
+    from healer.audit import AUDIT_KINDS
+
+    obj_or_null = {"type": ["object", "null"]}
+    str_or_null = {"type": ["string", "null"]}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://healer.dev/schemas/healer.audit.v1.json",
+        "title": "healer audit record (healer.audit/v1)",
+        "type": "object",
+        "required": ["schema", "id", "chain", "seq", "time", "kind", "actor", "prev_hash", "hash"],
+        "additionalProperties": False,
+        "properties": {
+            "schema": {"const": "healer.audit/v1"},
+            "id": {"type": "string", "description": "deterministic entry id; a replayed step has the same id"},
+            "chain": {"type": "string", "description": "the audit partition this record is chained in"},
+            "seq": {"type": "integer", "minimum": 0, "description": "position in the chain, no gaps"},
+            "time": {"type": "string", "format": "date-time", "description": "wall-clock time of the step"},
+            "kind": {"enum": list(AUDIT_KINDS)},
+            "action_id": str_or_null,
+            "event": {
+                "type": ["object", "null"],
+                "properties": {"id": {"type": "string"}, "fingerprint": str_or_null},
+                "required": ["id"],
+            },
+            "policy": {
+                "type": ["object", "null"],
+                "properties": {"name": {"type": "string"}, "revision": {"type": "string"}},
+                "required": ["name", "revision"],
+            },
+            "target": obj_or_null,
+            "use": str_or_null,
+            "with": obj_or_null,
+            "actor": {"type": "string", "pattern": "^(healer|user:.+)$"},
+            "before": obj_or_null,
+            "after": obj_or_null,
+            "reason": str_or_null,
+            "detail": obj_or_null,
+            "source": {
+                "type": "object",
+                "description": "the audit-log partition/offset it was sealed from (extension)",
+                "properties": {"partition": {"type": "integer"}, "offset": {"type": "integer"}},
+            },
+            "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                     "description": "SHA-256 of the canonical JSON of the record without hash"},
+        },
+    }

@@ -118,6 +118,7 @@ class Settings(BaseSettings):
             rate_limit=rl,
             dedup_window=parse_duration(self.dedup_window),
             protected_namespaces=tuple(self.protected_namespaces),
+            allowed_namespaces=tuple(self.allowed_namespaces) if self.allowed_namespaces is not None else None,
         )
 
     def session_timeout_seconds(self) -> float:

@@ -41,6 +41,7 @@ from healer.settings import Settings
 from healer.state import GlobalState, TargetState
 from healer.timeutil import format_time, to_millis
 from streams.codec import dumps, loads
+from streams.metrics import Metrics
 from streams.sealer import Sealer
 from streams.topics import TopicNames
 
@@ -94,6 +95,7 @@ class HealerApp:
         self.applied: dict[str, int] = {}
         self.broker_ok = False
         self.started_at = _now()
+        self.metrics = Metrics()
         parts = settings.topic_partitions
         state_dir = settings.state_dir()
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -210,6 +212,7 @@ class HealerApp:
         result = parse_record(kind, value, record_time, event_base)
         now = _now()
         if isinstance(result, Rejected):
+            self.metrics.event(kind, "rejected")
             raw = value if isinstance(value, bytes | bytearray) else b""
             dl = {
                 "topic": topic,
@@ -235,6 +238,7 @@ class HealerApp:
             )
             sends.append(self.t_audit_log.send(key=entry.routing_key().encode(), value=dumps(entry.body())))
             return
+        self.metrics.event(kind, "received")
         for sig in result:
             routes = route(sig, self.policies)
             entry = for_event(
@@ -312,13 +316,16 @@ class HealerApp:
         else:
             out = decide(sig, rt, self.policies, st, self.gstate, self.engine)
             if out.duplicate:
+                self.metrics.event(f"{sig.kind}s", "duplicate")
                 e = for_event("event.duplicate", sig.ref, now, nonce=rt.key,
                               detail={"route": rt.key, "reason": "same fingerprint, startsAt and status within dedup_window"})
                 sends.append(self._audit_send(e))
             for d in out.decisions:
+                self.metrics.decision(d.policy, d.decision, d.reason)
                 e = for_decision(d, now)
                 sends.append(self._audit_send(e))
                 if d.decision == "execute":
+                    self.metrics.action_queued(sig.kind, sig.time, now)
                     req = ActionRequest.from_decision(d)
                     sends.append(self.t_actions.send(key=d.target.key().encode() if d.target else None,
                                                      value=req.model_dump_json(by_alias=True).encode()))
@@ -441,13 +448,43 @@ class HealerApp:
         key = req.target.key()
         lock = self.target_locks.setdefault(key, asyncio.Lock())
         async with lock:  # never two actions on one target at once
-            try:
-                await self._execute_locked(req, event)
-            finally:
-                if not lock._waiters:  # type: ignore[attr-defined]
-                    self.target_locks.pop(key, None)
+            await self._execute_locked(req, event)
+
+    async def _rollback_locked(self, req: ActionRequest, event: Any) -> None:
+        """An operator's rollback: restore the ledger's snapshot through the runner."""
+        now = _now()
+        entry = self.ledger.get(req.action_id)
+        nonce = f"{event.message.topic}:{event.message.partition}:{event.message.offset}"
+        if entry is None:
+            refusal = f"no record of action {req.action_id} on this worker's ledger: nothing to roll back"
+        elif entry.get("state") in ("rolled_back",):
+            refusal = f"action {req.action_id} is already rolled back: nothing to do"
+        elif entry.get("state") == "running":
+            refusal = f"action {req.action_id} is still running: roll back after it ends"
+        elif not entry.get("reversible", False):
+            refusal = f"{req.use} is not reversible: nothing was recorded to restore"
+        elif (entry.get("request") or {}).get("dry_run"):
+            refusal = f"action {req.action_id} was a dry run: it changed nothing"
+        else:
+            refusal = None
+        if refusal is not None:
+            note = for_event("event.rejected", req.event or EventRef(id=req.action_id), now,
+                             reason=f"rollback refused: {refusal}", nonce=nonce,
+                             detail={"actor": req.actor, "op": "rollback"})
+            await (await self._audit_send(note.model_copy(update={"action_id": req.action_id})))
+            return
+        assert entry is not None
+        original = ActionRequest.model_validate(entry["request"])
+        out = await self.runner.rollback(original, entry.get("before") or {}, actor=req.actor,
+                                         reason=req.reason or "operator rollback")
+        table_set(self.ledger, event, req.action_id,
+                  {**entry, "state": out.status if out.status != "failed" else entry["state"],
+                   "rolled_back_by": req.actor, "rollback_reason": out.reason})
 
     async def _execute_locked(self, req: ActionRequest, event: Any) -> None:
+        if req.op == "rollback":
+            await self._rollback_locked(req, event)
+            return
         now = _now()
         entry = self.ledger.get(req.action_id)
         if entry is not None and entry.get("state") == "running":
@@ -490,7 +527,9 @@ class HealerApp:
                     detail={"timeout_seconds": self.action_timeout}, nonce="timeout",
                 ))
                 self.ledger[req.action_id] = {**self.ledger[req.action_id], "state": "failed", "reason": "timeout"}
+                self.metrics.action_done(req.use, "timeout", self.action_timeout)
                 return
+        self.metrics.action_done(req.use, outcome.status, outcome.duration_seconds)
         self.ledger[req.action_id] = {
             "state": outcome.status,
             "request": req.model_dump(mode="json", by_alias=True),

@@ -1,42 +1,504 @@
-"""The worker's HTTP surface, up from process start: /healthz, /readyz, /metrics.
+"""The worker's HTTP surface, up from process start (docs/api.md).
 
-Runs on aiohttp in the worker's event loop, independent of Faust's own web
-server (which only starts after table recovery).
+Endpoints: ``/healthz``, ``/readyz``, ``/metrics``, ``POST /api/v1/alerts``
+(Alertmanager webhook receiver), the approvals API and
+``/api/v1/openapi.json``. Served by aiohttp in the worker's event loop,
+independent of Faust's own web server (which only starts after table
+recovery); ``streams.worker.run`` builds it with :func:`build` and starts it
+with :func:`start` before Faust.
+
+The HTTP app owns its own Kafka clients: one long-lived idempotent producer
+(acks=all) for alerts, approval decisions and audit entries of refused
+requests, and one consumer that folds the audit topic for the approvals view.
+Both start lazily and are recreated after a failure, so the API recovers by
+itself when the broker comes back.
+
+Auth: every state-changing endpoint needs ``Authorization: Bearer <token>``,
+compared in constant time. Approvals need the API token and answer 403 when
+none is configured (a safe default); the alerts webhook needs the webhook
+token (which falls back to the API token) and is open when neither is set.
+Every refused state-changing request is audited as ``event.rejected``; the
+presented token is never logged or audited.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hmac
+import json
 import logging
-from typing import TYPE_CHECKING
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from healer.approvals import TERMINAL, Approval, ApprovalError, check_decidable, fold
+from healer.audit import for_event
+from healer.ingest import MAX_RECORD_BYTES, Rejected, decode_json, parse_alerts, partition_key
+from healer.logs import redact
+from healer.models import EventRef
+from streams.codec import dumps
+from streams.openapi import document
 
 if TYPE_CHECKING:
     from streams.app import HealerApp
 
 log = logging.getLogger("healer.http")
 
+PUBLISH_TIMEOUT = 10.0  # seconds for the broker to ack an accepted request
+AUDIT_TIMEOUT = 3.0  # seconds for the audit entry of a refused request
+BROKER_CHECK_INTERVAL = 5.0
+ACTION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+MAX_ACTOR = 200
+MAX_REASON = 2000
+APPROVAL_KINDS = {"action.pending_approval", *TERMINAL}
 
-def build(healer: HealerApp) -> web.Application:
-    app = web.Application(client_max_size=2 * 1024 * 1024)
+API_KEY: web.AppKey[Api] = web.AppKey("api")  # the Api behind an application (tests use it)
 
-    async def healthz(request: web.Request) -> web.Response:
-        ok = healer.broker_ok or (healer.app.consumer is not None and _consumer_alive(healer))
-        body = {"status": "ok" if ok else "degraded", "broker": healer.broker_ok}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BrokerUnavailable(RuntimeError):
+    """Kafka did not answer (in time); the API answers 503 so clients retry."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+# ---------------------------------------------------------------- Kafka clients
+
+
+class Publisher:
+    """One long-lived idempotent producer (acks=all), started lazily, recreated after failures."""
+
+    def __init__(self, bootstrap: str, timeout: float = PUBLISH_TIMEOUT) -> None:
+        self.bootstrap = bootstrap
+        self.timeout = timeout
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def _get(self, timeout: float) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+                    request_timeout_ms=int(max(timeout, 1.0) * 1000), linger_ms=2,
+                )
+                try:
+                    await asyncio.wait_for(producer.start(), timeout=timeout)
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    self._discard(producer)
+                    raise BrokerUnavailable(f"cannot reach Kafka at {self.bootstrap}: {exc!r}") from exc
+                self._producer = producer
+            return self._producer
+
+    def _discard(self, producer: AIOKafkaProducer) -> None:
+        # stopping flushes and may wait on a dead broker: never on the request path
+        async def stop() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), timeout=10.0)
+
+        task = asyncio.get_running_loop().create_task(stop())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def send(self, topic: str, records: list[tuple[bytes | None, bytes]], timeout: float | None = None) -> None:
+        """Produce ``(key, value)`` records in order; return once the broker acked all of them."""
+        limit = self.timeout if timeout is None else timeout
+        producer = await self._get(limit)
+
+        async def go() -> None:
+            futs = [await producer.send(topic, value, key=key) for key, value in records]
+            await asyncio.gather(*futs)
+
+        try:
+            await asyncio.wait_for(go(), timeout=limit)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            async with self._lock:
+                if self._producer is producer:
+                    self._producer = None
+                    self._discard(producer)
+            what = "timed out" if isinstance(exc, TimeoutError) else repr(exc)
+            raise BrokerUnavailable(f"Kafka at {self.bootstrap} did not ack within {limit:g}s: {what}") from exc
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._producer is not None:
+                self._discard(self._producer)
+                self._producer = None
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+class ApprovalView:
+    """Approval states folded from the audit topic (healer.approvals.fold).
+
+    Reads incrementally: each :meth:`sync` catches up to the end offsets it
+    sees when called, so an answer includes every record acked before the
+    request. Only approval-relevant records are kept.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self._consumer: AIOKafkaConsumer | None = None
+        self._records: list[dict[str, Any]] = []
+        self._lock = asyncio.Lock()
+
+    async def sync(self, timeout: float = PUBLISH_TIMEOUT) -> dict[str, Approval]:
+        async with self._lock:
+            try:
+                await asyncio.wait_for(self._catch_up(), timeout=timeout)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                await self._reset()
+                raise BrokerUnavailable(f"cannot read {self.topic} from Kafka at {self.bootstrap}: {exc!r}") from exc
+            return fold(self._records)
+
+    async def _catch_up(self) -> None:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+            try:
+                await consumer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                raise
+            self._consumer = consumer
+            self._records = []
+        c = self._consumer
+        parts = c.partitions_for_topic(self.topic)
+        if not parts:
+            await c._client.force_metadata_update()
+            parts = c.partitions_for_topic(self.topic) or set()
+        if not parts:
+            return  # no audit topic yet: nothing pending
+        tps = {TopicPartition(self.topic, p) for p in parts}
+        if tps != c.assignment():
+            new = tps - c.assignment()
+            c.assign(sorted(tps))
+            if new:
+                await c.seek_to_beginning(*new)
+        end = await c.end_offsets(sorted(tps))
+        while True:
+            behind = [tp for tp in tps if await c.position(tp) < end[tp]]
+            if not behind:
+                return
+            batch = await c.getmany(*behind, timeout_ms=500, max_records=5000)
+            for msgs in batch.values():
+                for m in msgs:
+                    self._keep(m.value)
+
+    def _keep(self, raw: bytes | None) -> None:
+        try:
+            rec = json.loads(raw or b"")
+        except ValueError:
+            return
+        if isinstance(rec, dict) and rec.get("kind") in APPROVAL_KINDS:
+            self._records.append(rec)
+
+    async def _reset(self) -> None:
+        c, self._consumer = self._consumer, None
+        if c is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(c.stop(), timeout=5.0)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._reset()
+
+
+class BrokerCheck:
+    """The liveness view of the broker: a bootstrap every few seconds from process start."""
+
+    def __init__(self, bootstrap: str, interval: float = BROKER_CHECK_INTERVAL) -> None:
+        self.bootstrap = bootstrap
+        self.interval = interval
+        self.ok: bool | None = None  # None: the first check has not finished yet
+        self.checked_at: datetime | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def check_once(self) -> bool:
+        from aiokafka.client import AIOKafkaClient
+
+        client = AIOKafkaClient(bootstrap_servers=self.bootstrap, request_timeout_ms=4000)
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout=4.5)
+            ok = True
+        except (KafkaError, OSError, TimeoutError):
+            ok = False
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+        self.ok, self.checked_at = ok, _now()
+        return ok
+
+    async def _loop(self) -> None:
+        while True:
+            await self.check_once()
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+# ---------------------------------------------------------------- auth
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def token_matches(presented: str, expected: str) -> bool:
+    return hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8"))
+
+
+class Api:
+    """Handlers and the clients they share; one per HealerApp."""
+
+    def __init__(self, healer: HealerApp, publish_timeout: float = PUBLISH_TIMEOUT) -> None:
+        self.healer = healer
+        self.names = healer.names
+        self.metrics = healer.metrics
+        self.api_token, self.webhook_token = healer.settings.api_tokens()
+        redact(self.api_token, self.webhook_token)
+        self.publisher = Publisher(healer.bootstrap, publish_timeout)
+        self.view = ApprovalView(healer.bootstrap, healer.names.audit)
+        self.broker = BrokerCheck(healer.bootstrap)
+        if self.api_token is None:
+            log.warning("no API token configured: the approvals API refuses every decision (403); "
+                        "set HEALER_API_TOKEN or HEALER_API_TOKEN_FILE")
+        if self.webhook_token is None:
+            log.warning("no webhook token configured: POST /api/v1/alerts accepts unauthenticated requests")
+
+    # ------------------------------------------------------------ auth + audit
+
+    async def refuse(
+        self, request: web.Request, status: int, message: str, reason: str, action_id: str | None = None,
+    ) -> web.Response:
+        """Answer 401/403 and audit the attempt as ``event.rejected`` (never the token)."""
+        detail: dict[str, Any] = {
+            "http": {"method": request.method, "path": request.path[:300], "status": status},
+            "remote": request.remote,
+        }
+        entry = for_event("event.rejected", EventRef(id=f"http:{uuid.uuid4().hex}"), _now(),
+                          reason=reason, detail=detail)
+        if action_id and ACTION_ID_RE.match(action_id):
+            entry = entry.model_copy(update={"action_id": action_id})  # so `audit show ID` has it
+        log.warning("refused %s %s: %s", request.method, request.path[:300], reason,
+                    extra={"action_id": entry.action_id, "event_id": entry.event.id if entry.event else None})
+        try:
+            await self.publisher.send(self.names.audit_log, [(entry.routing_key().encode(), dumps(entry.body()))],
+                                      timeout=AUDIT_TIMEOUT)
+        except BrokerUnavailable as exc:
+            log.error("could not audit a refused request (%s): %s", reason, exc)
+        headers = {"WWW-Authenticate": 'Bearer realm="healer"'} if status == 401 else None
+        return web.json_response({"error": message}, status=status, headers=headers)
+
+    async def authorize(
+        self, request: web.Request, token: str | None, what: str, action_id: str | None = None,
+        required: bool = True,
+    ) -> web.Response | None:
+        """None when allowed; else the (audited) refusal to return."""
+        if token is None:
+            if not required:
+                return None
+            return await self.refuse(request, 403, "API token not configured: set HEALER_API_TOKEN "
+                                     "or HEALER_API_TOKEN_FILE on the worker",
+                                     f"{what} attempt refused: API token not configured", action_id)
+        presented = bearer_token(request)
+        if presented is None:
+            return await self.refuse(request, 401, "missing bearer token",
+                                     f"unauthenticated {what} attempt", action_id)
+        if not token_matches(presented, token):
+            return await self.refuse(request, 401, "invalid bearer token",
+                                     f"{what} attempt with an invalid token", action_id)
+        return None
+
+    # ------------------------------------------------------------ health
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        ok = self.broker.ok
+        if ok is None:
+            return web.json_response({"status": "starting", "broker": None})
+        body = {"status": "ok" if ok else "degraded", "broker": ok,
+                "checked_at": self.broker.checked_at.isoformat() if self.broker.checked_at else None}
         return web.json_response(body, status=200 if ok else 503)
 
-    async def readyz(request: web.Request) -> web.Response:
-        r = healer.readiness()
+    async def readyz(self, request: web.Request) -> web.Response:
+        r = self.healer.readiness()
         return web.json_response(r, status=200 if r["ready"] else 503)
 
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        await self.metrics.refresh(self.healer)
+        body, content_type = self.metrics.exposition()
+        resp = web.Response(body=body)
+        resp.headers["Content-Type"] = content_type
+        return resp
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(document())
+
+    # ------------------------------------------------------------ alerts
+
+    async def alerts(self, request: web.Request) -> web.Response:
+        refused = await self.authorize(request, self.webhook_token, "alert webhook", required=False)
+        if refused is not None:
+            return refused
+        raw = await request.read()
+        data = decode_json(raw)
+        if isinstance(data, Rejected):
+            return _error(413 if data.reason.startswith("oversize") else 400, data.reason)
+        alerts = parse_alerts(data)
+        if isinstance(alerts, Rejected):
+            return _error(400, alerts.reason)
+        records = split_by_target(raw, data, [a.labels for a in alerts])
+        try:
+            await self.publisher.send(self.names.alerts, records)
+        except BrokerUnavailable as exc:
+            log.warning("alert webhook: %s", exc)
+            return web.json_response({"error": f"not accepted: {exc}"}, status=503, headers={"Retry-After": "5"})
+        return web.json_response({"status": "accepted", "alerts": len(alerts), "records": len(records)})
+
+    # ------------------------------------------------------------ approvals
+
+    async def list_approvals(self, request: web.Request) -> web.Response:
+        show_all = request.query.get("all", "").lower() in ("1", "true", "yes")
+        try:
+            approvals = await self.view.sync()
+        except BrokerUnavailable as exc:
+            return _error(503, str(exc))
+        rows = [a.to_json() for a in approvals.values() if show_all or a.state == "pending"]
+        return web.json_response({"approvals": rows})
+
+    async def decide(self, request: web.Request) -> web.Response:
+        action_id = request.match_info["action_id"]
+        decision = request.match_info["decision"]
+        refused = await self.authorize(request, self.api_token, decision, action_id)
+        if refused is not None:
+            return refused
+        if not ACTION_ID_RE.match(action_id):
+            return _error(400, "action_id must be 1-200 characters of A-Z a-z 0-9 . _ : -")
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except (ValueError, RecursionError):
+            return _error(400, "body must be a JSON object: {\"actor\": ..., \"reason\": ...}")
+        if not isinstance(body, dict):
+            return _error(400, "body must be a JSON object: {\"actor\": ..., \"reason\": ...}")
+        actor, reason = body.get("actor"), body.get("reason")
+        if not isinstance(actor, str) or not actor.strip() or len(actor) > MAX_ACTOR:
+            return _error(400, f"actor is required: who decides (a string of 1-{MAX_ACTOR} characters)")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):
+            return _error(400, f"reason must be a string of at most {MAX_REASON} characters")
+        if decision == "deny" and not (reason or "").strip():
+            return _error(400, "reason is required to deny")
+        try:
+            approvals = await self.view.sync()
+        except BrokerUnavailable as exc:
+            return _error(503, str(exc))
+        try:
+            check_decidable(approvals, action_id)
+        except ApprovalError as exc:
+            return _error(404 if action_id not in approvals else 409, str(exc))
+        msg = {"action_id": action_id, "decision": decision, "actor": actor.strip(), "reason": reason or None}
+        try:
+            await self.publisher.send(self.names.approvals, [(action_id.encode(), dumps(msg))])
+        except BrokerUnavailable as exc:
+            return _error(503, str(exc))
+        log.info("%s sent by %s", decision, msg["actor"], extra={"action_id": action_id})
+        return web.json_response({**msg, "status": "sent"}, status=202)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def on_startup(self, app: web.Application) -> None:
+        self.broker.start()
+
+    async def on_cleanup(self, app: web.Application) -> None:
+        await self.broker.stop()
+        await self.view.close()
+        await self.publisher.close()
+
+
+def split_by_target(raw: bytes, data: Any, labels: list[dict[str, str]]) -> list[tuple[bytes | None, bytes]]:
+    """Kafka records for one webhook delivery, keyed by ``healer.ingest.partition_key``.
+
+    One target (the usual case): the raw payload as received, keyed by it. A
+    payload whose alerts name several targets is split into one payload per
+    key, each with the original envelope and its alerts in their original
+    order, so every target's alerts stay on one partition, in order.
+    """
+    keys = [partition_key(lb) for lb in labels]
+    if len(set(keys)) <= 1:
+        return [(keys[0] if keys else None, raw)]
+    groups: dict[bytes, list[Any]] = {}
+    for key, alert in zip(keys, data["alerts"], strict=True):
+        groups.setdefault(key, []).append(alert)
+    return [(key, dumps({**data, "alerts": alerts})) for key, alerts in groups.items()]
+
+
+def _counting(metrics: Any) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = "unmatched"
+        info = request.match_info
+        if info.route.resource is not None:
+            route = info.route.resource.canonical
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:
+            metrics.http_requests.labels(route=route, code=str(exc.status)).inc()
+            raise
+        except Exception:
+            log.exception("HTTP handler failed: %s %s", request.method, request.path[:300])
+            metrics.http_requests.labels(route=route, code="500").inc()
+            return _error(500, "internal error; see the worker log")
+        metrics.http_requests.labels(route=route, code=str(resp.status)).inc()
+        return resp
+
+    return middleware
+
+
+def build(healer: HealerApp, publish_timeout: float = PUBLISH_TIMEOUT) -> web.Application:
+    api = Api(healer, publish_timeout)
+    app = web.Application(client_max_size=MAX_RECORD_BYTES, middlewares=[_counting(api.metrics)])
+    app[API_KEY] = api
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/readyz", api.readyz)
+    app.router.add_get("/metrics", api.metrics_text)
+    app.router.add_get("/api/v1/openapi.json", api.openapi)
+    app.router.add_post("/api/v1/alerts", api.alerts)
+    app.router.add_get("/api/v1/approvals", api.list_approvals)
+    app.router.add_post(r"/api/v1/approvals/{action_id}/{decision:approve|deny}", api.decide)
+    app.on_startup.append(api.on_startup)
+    app.on_cleanup.append(api.on_cleanup)
     return app
-
-
-def _consumer_alive(healer: HealerApp) -> bool:
-    # before the first broker check has run, the process is alive but unknown
-    return False
 
 
 async def start(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -12,6 +12,7 @@ import sys
 
 from actions.noop import NoopExecutor
 from actions.registry import ExecutorRegistry
+from healer import logs
 from healer.index import PolicySet
 from healer.settings import Settings
 from streams import http
@@ -80,6 +81,8 @@ def loop_time() -> float:
 def run(settings: Settings, policies: PolicySet) -> int:
     import faust
 
+    log_format = logs.choose_format()
+    logs.configure(settings.log_level, log_format)
     registry = build_registry(settings)
     healer = HealerApp(settings, policies, registry)
     loop = asyncio.new_event_loop()
@@ -91,7 +94,9 @@ def run(settings: Settings, policies: PolicySet) -> int:
         "healer worker app_id=%s bootstrap=%s policies=%d executors=%s",
         settings.app_id, healer.bootstrap, len(policies), ",".join(registry.names()),
     )
-    worker = faust.Worker(healer.app, loop=loop, loglevel=settings.log_level, redirect_stdouts=False)
+    worker = faust.Worker(healer.app, loop=loop, loglevel=settings.log_level, redirect_stdouts=False,
+                          logging_config=logs.dict_config(settings.log_level, log_format),
+                          quiet=log_format == "json")
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -43,8 +43,8 @@ class Conflict(TransientError):
     """409 from the API server: someone changed the object; re-read and re-apply."""
 
 
-def _api_message(exc: ApiException) -> tuple[str, str]:
-    """The Status ``message`` and ``reason`` from an error body, when there is one."""
+def _api_status(exc: ApiException) -> tuple[str, str, list[str]]:
+    """The Status ``message``, ``reason`` and cause reasons from an error body."""
     body = exc.body
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
@@ -52,18 +52,28 @@ def _api_message(exc: ApiException) -> tuple[str, str]:
         try:
             status = json.loads(body)
         except ValueError:
-            return body[:500], str(exc.reason or "")
+            return body[:500], str(exc.reason or ""), []
         if isinstance(status, dict):
-            return str(status.get("message") or body[:500]), str(status.get("reason") or exc.reason or "")
-    return str(exc.reason or "no message"), str(exc.reason or "")
+            causes = [
+                str(c.get("reason")) for c in (status.get("details") or {}).get("causes") or []
+                if isinstance(c, dict) and c.get("reason")
+            ]
+            return (
+                str(status.get("message") or body[:500]),
+                str(status.get("reason") or exc.reason or ""),
+                causes,
+            )
+    return str(exc.reason or "no message"), str(exc.reason or ""), []
 
 
 def map_api_error(exc: BaseException, what: str) -> TransientError | PermanentError:
     """The runner's error for a failed API call; ``what`` names the call for the audit."""
     if isinstance(exc, ApiException):
         status = int(exc.status or 0)
-        message, reason = _api_message(exc)
+        message, reason, causes = _api_status(exc)
         detail: dict[str, Any] = {"status": status, "reason": reason, "api_message": message, "call": what}
+        if causes:
+            detail["causes"] = causes
         text = f"{what}: {status} {reason}: {message}"
         if status == 409:
             return Conflict(text, detail)

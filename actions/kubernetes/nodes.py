@@ -177,6 +177,9 @@ class DrainExecutor(CordonExecutor):
         except PermanentError as exc:
             if exc.detail.get("status") == 404:
                 return "gone"
+            if exc.detail.get("status") == 403 and "NamespaceTerminating" in exc.detail.get("causes", []):
+                # The namespace is being deleted: the pod goes away anyway (verify waits for it).
+                return "evicted"
             raise
         except TransientError as exc:
             # 429: a PodDisruptionBudget does not allow it now; 500 can be a PDB misconfiguration.
@@ -220,7 +223,7 @@ class DrainExecutor(CordonExecutor):
                     blocked.append(key)
             done = not plan.evict and not terminating
             return done, {
-                "remaining": [f"{p['namespace']}/{p['name']}" for p in plan.evict],
+                "remaining": [f"{r['namespace']}/{r['name']}" for r in map(pod_ref, plan.evict)],
                 "blocked": blocked,
                 "terminating": [f"{p['namespace']}/{p['name']}" for p in terminating],
                 "eviction_retries": evictions["retried"],

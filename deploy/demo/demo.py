@@ -1,9 +1,12 @@
 """`make demo`: the whole path on this machine, start to finish, then clean up.
 
 1. starts the embedded Kafka broker (Apache Kafka jars fetched once, cached),
+   and a real Triton Inference Server (the binary in the nvidia-pytriton wheel,
+   CPU, explicit model control) serving one small Python model,
 2. starts a real `healer run` worker with policies/demo,
-3. emits a sample incident (deploy/demo/incident.jsonl) plus one garbage record,
-4. waits until the incident's actions are verified,
+3. emits a sample incident (deploy/demo/incident.jsonl), one garbage record
+   and a GPU-memory alert for the Triton model,
+4. waits until the actions are verified (the Triton model really reloads),
 5. prints the audit trail and verifies its hash chains,
 6. stops the worker and the broker.
 """
@@ -53,7 +56,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--policies", default=str(ROOT / "policies" / "demo"))
     ap.add_argument("--events", default=str(ROOT / "deploy" / "demo" / "incident.jsonl"))
-    ap.add_argument("--expect-verified", type=int, default=2)
+    ap.add_argument("--expect-verified", type=int, default=3)
+    ap.add_argument("--no-triton", action="store_true", help="skip the Triton part")
     ap.add_argument("--timeout", type=float, default=120)
     args = ap.parse_args()
 
@@ -63,6 +67,16 @@ def main() -> int:
     kafka = EmbeddedKafka(state_dir=work / "kafka", partitions=3, progress=lambda m: print(f"    {m}"))
     bootstrap = kafka.start()
     print(f"    bootstrap: {bootstrap}")
+    triton = None
+    if not args.no_triton:
+        from tests.harness.triton_server import ModelSpec, TritonServer
+
+        say("starting Triton Inference Server (CPU, explicit model control) with model 'llm-ranker'")
+        triton = TritonServer(root=work / "triton", models=(ModelSpec("llm-ranker", {1: "ok"}),)).start()
+        triton.load("llm-ranker")
+        print(f"    {triton.url}: llm-ranker v1 READY; infer([1, 2]) = {triton.infer('llm-ranker', [1.0, 2.0])}")
+    else:
+        args.expect_verified -= 1
     port = free_port()
     env = {**os.environ, "HEALER_BOOTSTRAP_SERVERS": bootstrap, "HEALER_APP_ID": app_id,
            "HEALER_DATA_DIR": str(work / "data"), "HEALER_HTTP_HOST": "127.0.0.1"}
@@ -97,6 +111,13 @@ def main() -> int:
         if out.returncode:
             raise SystemExit(out.stderr)
         asyncio.run(produce(bootstrap, f"{app_id}.alerts", [OutRecord(b"junk", b"{this is not json")]))
+        if triton is not None:
+            before = len(triton.init_events("llm-ranker"))
+            alert = {"status": "firing", "labels": {
+                "alertname": "TritonGPUMemoryHigh", "severity": "warning", "model": "llm-ranker",
+                "instance": triton.url.removeprefix("http://")},
+                "annotations": {"summary": "GPU memory 97% on the llm-ranker instance"}}
+            asyncio.run(produce(bootstrap, f"{app_id}.alerts", [OutRecord(b"triton", json.dumps(alert).encode())]))
 
         say("waiting for the remediation to be verified")
         topic = f"{app_id}.audit"
@@ -111,6 +132,10 @@ def main() -> int:
                 raise SystemExit(f"timed out: {len(verified)} verified actions so far")
             time.sleep(1)
 
+        if triton is not None:
+            reloads = (len(triton.init_events("llm-ranker")) - before) // 2
+            print(f"    Triton: llm-ranker was re-initialised {reloads} time(s) by healer; "
+                  f"infer([1, 2]) = {triton.infer('llm-ranker', [1.0, 2.0])}")
         say("the audit trail (healer audit tail)")
         print(healer("audit", "tail", env=env).stdout)
         say("verifying the audit hash chains (healer audit verify)")
@@ -128,8 +153,10 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait()
+        if triton is not None:
+            triton.stop()
         kafka.stop()
-        print("    worker and broker stopped")
+        print("    worker, Triton and broker stopped")
 
 
 if __name__ == "__main__":

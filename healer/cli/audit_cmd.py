@@ -29,8 +29,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     s.set_defaults(func=show)
     v = ps.add_parser("verify", help="verify the hash chains of the topic or an exported file")
     v.add_argument("--file", help="an export: JSON lines of audit records")
+    v.add_argument("--checkpoint", help="a checkpoint from `healer audit checkpoint`: detects a truncated tail")
     add_kafka_options(v)
     v.set_defaults(func=verify)
+    c = ps.add_parser("checkpoint", help="write the chain heads (store them outside Kafka)")
+    c.add_argument("--out", help="file to write (default stdout)")
+    c.add_argument("--file", help="take the heads from an export instead of the topic")
+    add_kafka_options(c)
+    c.set_defaults(func=checkpoint)
+    e = ps.add_parser("export", help="write the audit topic as JSON lines")
+    e.add_argument("--out", help="file to write (default stdout)")
+    add_kafka_options(e)
+    e.set_defaults(func=export)
+    sc = ps.add_parser("schema", help="print the JSON Schema of audit records")
+    sc.set_defaults(func=schema)
 
 
 def readable(rec: dict[str, Any]) -> str:
@@ -100,7 +112,12 @@ def _match(rec: dict[str, Any], args: argparse.Namespace) -> bool:
 
 
 def tail(args: argparse.Namespace) -> int:
-    for rec in _records(args, follow=args.follow):
+    """Without --follow: a snapshot, ordered by time across chains.
+    With --follow: records as they arrive."""
+    recs: Iterable[dict[str, Any]] = _records(args, follow=args.follow)
+    if not args.follow:
+        recs = sorted(recs, key=lambda r: (str(r.get("time", "")), str(r.get("chain")), r.get("seq", 0)))
+    for rec in recs:
         if _match(rec, args):
             print(json.dumps(rec, ensure_ascii=False) if args.json else readable(rec), flush=True)
     return EXIT_OK
@@ -123,18 +140,85 @@ def show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def verify(args: argparse.Namespace) -> int:
-    from healer.chain import verify as verify_chain
-
-    if args.file:
+def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if getattr(args, "file", None):
         try:
             with open(args.file, encoding="utf-8") as fh:
-                recs = [json.loads(x) for x in fh if x.strip()]
+                return [json.loads(x) for x in fh if x.strip()]
         except (OSError, ValueError) as exc:
             raise CliError(f"cannot read {args.file}: {exc}") from exc
+    return list(_records(args))
+
+
+def _sign(body: dict[str, Any]) -> str | None:
+    import hashlib
+    import hmac
+    import os
+
+    key = os.environ.get("HEALER_AUDIT_KEY")
+    if not key:
+        return None
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(key.encode(), blob, hashlib.sha256).hexdigest()
+
+
+def checkpoint(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from healer.chain import checkpoint_of
+
+    recs = _load(args)
+    body = {**checkpoint_of(recs).to_json(), "records": len(recs),
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    sig = _sign(body)
+    if sig:
+        body["hmac_sha256"] = sig
+    text = json.dumps(body, indent=2, sort_keys=True)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
     else:
-        recs = list(_records(args))
-    report = verify_chain(recs)
+        print(text)
+    return EXIT_OK
+
+
+def export(args: argparse.Namespace) -> int:
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        for rec in _records(args):
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    finally:
+        if args.out:
+            out.close()
+    return EXIT_OK
+
+
+def schema(args: argparse.Namespace) -> int:
+    from healer.schema import audit_schema
+
+    print(json.dumps(audit_schema(), indent=2))
+    return EXIT_OK
+
+
+def verify(args: argparse.Namespace) -> int:
+    from healer.chain import Checkpoint
+    from healer.chain import verify as verify_chain
+
+    cp = None
+    if args.checkpoint:
+        try:
+            with open(args.checkpoint, encoding="utf-8") as fh:
+                raw = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot read checkpoint {args.checkpoint}: {exc}") from exc
+        sig = raw.pop("hmac_sha256", None)
+        want = _sign(raw)
+        if want is not None and sig != want:
+            print("FAIL checkpoint signature does not match (HEALER_AUDIT_KEY)")
+            return EXIT_FAIL
+        cp = Checkpoint.from_json(raw)
+    recs = _load(args)
+    report = verify_chain(recs, checkpoint=cp)
     for prob in report.problems:
         print(f"FAIL {prob}")
     chains = ", ".join(f"{c}:{n}" for c, n in sorted(report.chains.items()))

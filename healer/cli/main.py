@@ -7,7 +7,15 @@ import logging
 import sys
 
 from healer import __version__
-from healer.cli import approvals_cmd, audit_cmd, emit_cmd, kafka_cmd, policy_cmd, run_cmd
+from healer.cli import (
+    action_cmd,
+    approvals_cmd,
+    audit_cmd,
+    emit_cmd,
+    kafka_cmd,
+    policy_cmd,
+    run_cmd,
+)
 from healer.cli.common import EXIT_FAIL, CliError
 
 
@@ -24,6 +32,7 @@ def parser() -> argparse.ArgumentParser:
     emit_cmd.add_parser(sub)
     audit_cmd.add_parser(sub)
     approvals_cmd.add_parser(sub)
+    action_cmd.add_parser(sub)
     kafka_cmd.add_parser(sub)
     return p
 

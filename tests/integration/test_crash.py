@@ -93,6 +93,22 @@ def make_events(seed: int = 11) -> list[str]:
     return lines
 
 
+async def _end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await c.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in (c.partitions_for_topic(t) or set())]
+        if not tps:
+            await c._client.force_metadata_update()
+            tps = [TopicPartition(t, p) for t in topics for p in (c.partitions_for_topic(t) or set())]
+        ends = await c.end_offsets(tps)
+        return {(tp.topic, tp.partition): off for tp, off in ends.items()}
+    finally:
+        await c.stop()
+
+
 def test_sigkill_mid_stream_loses_nothing_and_runs_nothing_twice(
     healer_worker: WorkerFactory, kafka_bootstrap: str, unique_app_id: str, tmp_path: Path
 ) -> None:
@@ -137,7 +153,15 @@ def test_sigkill_mid_stream_loses_nothing_and_runs_nothing_twice(
 
     audit = read_until(kafka_bootstrap, f"{app}.audit", settled, timeout=300)
     received = Counter(r["event"]["id"] for r in audit if r.get("kind") == "event.received")
-    assert len(received) == N_EVENTS, f"{len(received)} of {N_EVENTS} inputs received\n{worker.log_tail()}"
+    if len(received) != N_EVENTS:
+        # where were the missing ones lost: before the audit-log (ingest) or in sealing?
+        ends = asyncio.run(_end_offsets(kafka_bootstrap, [f"{app}.alerts", f"{app}.metrics"]))
+        all_ids = {f"{t}:{p}:{o}" for (t, p), end in ends.items() for o in range(end)}
+        missing = sorted(all_ids - set(received))
+        log = read_until(kafka_bootstrap, f"{app}.audit-log", lambda r: False, timeout=20)
+        in_log = {r["event"]["id"] for r in log if r.get("kind") == "event.received"} & set(missing)
+        pytest.fail(f"{len(received)} of {N_EVENTS} inputs received; missing {missing[:20]}; "
+                    f"of those in audit-log: {sorted(in_log)[:20]}\n{worker.log_tail()}")
     assert max(received.values()) == 1, [k for k, v in received.items() if v > 1][:5]
 
     running = Counter(r["action_id"] for r in audit if r.get("kind") == "action.running")

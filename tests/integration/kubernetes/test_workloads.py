@@ -74,7 +74,8 @@ def test_scale_unschedulable_pods_rolled_back(namespace: str, admin: Admin, make
     out = asyncio.run(make_runner().run(req))
     assert out.status == "rolled_back", out
     assert admin.workload(namespace, "Deployment", "big")["spec"]["replicas"] == 1
-    assert out.detail["rollback"]["ready_replicas"] == 1
+    rolled = audit.last("action.rolled_back")
+    assert rolled.after is not None and rolled.after["ready_replicas"] == 1
 
 
 def test_restart_is_idempotent_per_action(namespace: str, admin: Admin, make_runner, audit: AuditLog) -> None:
