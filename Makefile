@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# the tritonserver binary ships in this wheel; --no-deps keeps numpy/grpc pins of the venv
+	$(BIN)/python -m pip install -q --no-deps 'nvidia-pytriton==0.7.0'
 	@rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP) ## create .venv and install healer with dev tools

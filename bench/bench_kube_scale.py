@@ -58,7 +58,7 @@ def main() -> None:
         admin = Admin(cluster.kubeconfig("admin"))
         admin.bind_cluster_role(ROOT / "deploy" / "rbac" / "clusterrole.yaml", "healer")
         ns = "bench"
-        admin.core.create_namespace({"metadata": {"name": ns}})
+        admin.core.create_namespace({"metadata": {"name": ns}})  # type: ignore[arg-type]
         admin.wait("default sa", lambda: bool(admin.core.list_namespaced_service_account(ns).items), 30)
         admin.create(ns, deployment("bench", replicas=1))
         admin.wait_ready(ns, "Deployment", "bench", 1)

@@ -110,7 +110,17 @@ def signals_from_samples(samples: list[MetricSample], time: datetime, event_base
 
 
 def parse_record(kind: str, raw: bytes | None, time: datetime, event_base: str) -> list[Signal] | Rejected:
-    """Bytes from the alerts or metrics topic -> signals (event time rules of DESIGN.md)."""
+    """Bytes from the alerts or metrics topic -> signals (event time rules of DESIGN.md).
+
+    Never raises on input: whatever cannot become a signal is a Rejected with a reason.
+    """
+    try:
+        return _parse_record(kind, raw, time, event_base)
+    except (ValueError, TypeError, OverflowError, OSError, RecursionError) as exc:
+        return Rejected(f"invalid: {type(exc).__name__}: {str(exc)[:200]}")
+
+
+def _parse_record(kind: str, raw: bytes | None, time: datetime, event_base: str) -> list[Signal] | Rejected:
     data = decode_json(raw)
     if isinstance(data, Rejected):
         return data

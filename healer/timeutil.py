@@ -15,7 +15,10 @@ def parse_time(value: str | int | float | datetime) -> datetime:
     if isinstance(value, bool):
         raise ValueError(f"not a time: {value!r}")
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(float(value), tz=UTC)
+        try:
+            return datetime.fromtimestamp(float(value), tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ValueError(f"epoch time {value!r} is out of range") from exc
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -28,7 +31,10 @@ def parse_time(value: str | int | float | datetime) -> datetime:
             frac += rest[i]
             i += 1
         text = f"{head}.{frac[:6].ljust(6, '0')}{rest[i:]}"
-    dt = datetime.fromisoformat(text)
+    try:
+        dt = datetime.fromisoformat(text)
+    except (OverflowError, OSError) as exc:
+        raise ValueError(f"time {value!r} is out of range") from exc
     if dt.tzinfo is None:
         raise ValueError(f"time {value!r} has no timezone (use Z or +00:00)")
     return dt.astimezone(UTC)

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.streams import _current_event
 
 from actions.registry import ExecutorRegistry
@@ -138,7 +140,7 @@ class HealerApp:
         self.ledger = self.app.Table("ledger", default=None, partitions=parts)
         self.pending = self.app.Table("pending", default=None, partitions=parts)
 
-        self.sealer = Sealer(self.bootstrap, self.names.audit)
+        self.sealer = Sealer(self.bootstrap, self.names.audit_log, self.names.audit)
         self.target_locks: dict[str, asyncio.Lock] = {}
         self.action_slots = asyncio.Semaphore(settings.max_concurrent_actions)
         self.action_timeout = settings.action_timeout_seconds()
@@ -160,7 +162,12 @@ class HealerApp:
             self.states.clear()
             self.seen.clear()
             self.applied.clear()
-            self.sealer.forget()
+            # stop sealing (and finish in-flight writes) before another worker takes over
+            await self.sealer.revoke({tp.partition for tp in revoked if tp.topic == self.names.audit_log})
+
+        @self.app.on_partitions_assigned.connect  # type: ignore[arg-type]
+        async def _assigned(app: Any, assigned: Any, **kw: Any) -> None:
+            await self.sealer.assign({tp.partition for tp in assigned if tp.topic == self.names.audit_log})
 
     TABLES = ("targets", "ledger", "pending")
 
@@ -184,9 +191,44 @@ class HealerApp:
     # ---------------------------------------------------------------- audit
 
     async def audit(self, entry: AuditEntry) -> None:
-        """Write an unsealed entry and wait for the broker's ack."""
-        fut = await self.t_audit_log.send(key=entry.routing_key().encode(), value=dumps(entry.body()))
-        await fut
+        """Write an unsealed entry and wait for the broker's ack; retry while the
+        broker is unreachable (a lost audit record is not an option)."""
+        async def once() -> None:
+            fut = await self.t_audit_log.send(key=entry.routing_key().encode(), value=dumps(entry.body()))
+            await fut
+
+        await self._retrying("audit", once)
+
+    async def _retrying(
+        self, stage: str, attempt: Callable[[], Awaitable[None]],
+        reset: Callable[[], None] | None = None,
+    ) -> None:
+        """Run ``attempt`` until it succeeds.
+
+        Broker trouble (timeouts, connection errors, Kafka errors) is retried
+        with backoff: the stage stalls instead of skipping input. Anything else
+        is a bug: the worker exits at once, before Faust can acknowledge the
+        batch, so the batch is replayed after a restart and never skipped.
+        """
+        delay = 0.2
+        while True:
+            try:
+                await attempt()
+                return
+            except (KafkaError, OSError, TimeoutError) as exc:
+                if reset is not None:
+                    reset()
+                log.warning("%s: broker trouble (%s: %s); retrying in %.1fs",
+                            stage, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.critical("%s failed on a batch; stopping the worker so that the batch "
+                             "is replayed after a restart rather than skipped", stage, exc_info=True)
+                logging.shutdown()
+                os._exit(70)
 
     async def _send_all(self, sends: list[Awaitable[Any]]) -> None:
         futs = [await s for s in sends]
@@ -197,10 +239,13 @@ class HealerApp:
     def _ingest(self, kind: str) -> Any:
         async def agent(stream: Any) -> None:
             async for events in stream.take_events(BATCH, within=BATCH_WITHIN):
-                sends: list[Awaitable[Any]] = []
-                for event in events:
-                    self._ingest_one(kind, event, sends)
-                await self._send_all(sends)
+                async def once(events: list[Any] = events) -> None:
+                    sends: list[Awaitable[Any]] = []
+                    for event in events:
+                        self._ingest_one(kind, event, sends)
+                    await self._send_all(sends)
+
+                await self._retrying(f"ingest-{kind}", once)
         return agent
 
     def _ingest_one(self, kind: str, event: Any, sends: list[Awaitable[Any]]) -> None:
@@ -271,11 +316,12 @@ class HealerApp:
 
     async def _decide(self, stream: Any) -> None:
         async for events in stream.take_events(BATCH, within=BATCH_WITHIN):
-            sends: list[Awaitable[Any]] = []
-            touched: dict[str, Any] = {}
-            try:
-                for event in events:
-                    key = event.key.decode() if isinstance(event.key, bytes) else str(event.key)
+            keys = [e.key.decode() if isinstance(e.key, bytes) else str(e.key) for e in events]
+
+            async def once(events: list[Any] = events, keys: list[str] = keys) -> None:
+                sends: list[Awaitable[Any]] = []
+                touched: dict[str, Any] = {}
+                for key, event in zip(keys, events, strict=True):
                     if self._decide_one(key, event, sends):
                         touched[key] = event
                 # outputs first, state second: a crash in between replays the
@@ -286,14 +332,15 @@ class HealerApp:
                              "seen": list(self.seen[key])}
                     table_set(self.targets, event, key, value)
                     self.applied[key] = event.message.offset
-            except Exception:
-                # the caches may be ahead of the table now: drop them, the table is the truth
-                for key in touched:
+
+            def reset(keys: list[str] = keys) -> None:
+                # the caches may be ahead of the table now: the table is the truth
+                for key in keys:
                     self.states.pop(key, None)
                     self.seen.pop(key, None)
                     self.applied.pop(key, None)
-                log.exception("decide failed")
-                raise
+
+            await self._retrying("decide", once, reset)
 
     def _decide_one(self, key: str, event: Any, sends: list[Awaitable[Any]]) -> bool:
         """Decide one signal; queue its outputs in ``sends``; True if state changed."""
@@ -350,11 +397,7 @@ class HealerApp:
 
     async def _approvals(self, stream: Any) -> None:
         async for event in stream.events():
-            try:
-                await self._approval_one(event)
-            except Exception:
-                log.exception("approval handling failed")
-                raise
+            await self._retrying("approvals", lambda event=event: self._approval_one(event))
 
     async def _approval_one(self, event: Any) -> None:
         try:
@@ -430,11 +473,7 @@ class HealerApp:
 
     async def _execute(self, stream: Any) -> None:
         async for event in stream.events():
-            try:
-                await self._execute_one(event)
-            except Exception:
-                log.exception("execute failed")
-                raise
+            await self._retrying("execute", lambda event=event: self._execute_one(event))
 
     async def _execute_one(self, event: Any) -> None:
         try:
@@ -543,21 +582,11 @@ class HealerApp:
     # ---------------------------------------------------------------- seal
 
     async def _seal(self, stream: Any) -> None:
-        async for events in stream.take_events(BATCH, within=BATCH_WITHIN):
-            sends: list[Awaitable[Any]] = []
-            parts: set[int] = set()
-            try:
-                for event in events:
-                    p = event.message.partition
-                    parts.add(p)
-                    rec = await self.sealer.seal(p, event.message.offset, loads(event.value))
-                    if rec is not None:
-                        sends.append(self.t_audit.send(key=event.key, value=dumps(rec), partition=p))
-                await self._send_all(sends)
-            except Exception:
-                self.sealer.forget(parts)  # re-read the chain heads from the topic
-                log.exception("sealing failed on partitions %s", sorted(parts))
-                raise
+        # The sealer reads the audit-log by offset itself (streams.sealer); this
+        # agent only holds the partitions, so that the consumer group decides
+        # which worker seals which chain.
+        async for _events in stream.take_events(BATCH, within=0.5):
+            pass
 
     # ---------------------------------------------------------------- health
 

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -48,6 +49,7 @@ from streams.openapi import document
 
 if TYPE_CHECKING:
     from streams.app import HealerApp
+    from streams.metrics import Metrics
 
 log = logging.getLogger("healer.http")
 
@@ -463,7 +465,7 @@ def split_by_target(raw: bytes, data: Any, labels: list[dict[str, str]]) -> list
     return [(key, dumps({**data, "alerts": alerts})) for key, alerts in groups.items()]
 
 
-def _counting(metrics: Any) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def _counting(metrics: Metrics) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = "unmatched"

@@ -2,17 +2,18 @@
 
 Unsealed entries arrive on ``{app}.audit-log``; entries of partition ``p`` are
 sealed into chain ``p`` and written to partition ``p`` of ``{app}.audit``.
-The audit topic itself is the source of truth for each chain's head: on the
-first entry of a partition in this process the sealer reads the chain's tail
-back from the audit topic, so a restarted or rebalanced sealer continues the
-chain without gaps or forks. Each sealed record carries its ``source``
-(audit-log partition and offset); entries at or below the last sealed offset
-are redeliveries and are skipped, and recent entry ids are remembered so an
-upstream replay (same deterministic id) is not written twice.
+The audit topic itself is the source of truth: when a worker takes over a
+partition, its sealer reads the chain's tail back from the audit topic (the
+head's seq and hash, the last sealed ``source`` offset, the recent entry ids)
+and continues reading the audit-log right after that offset. So a restarted
+or rebalanced sealer continues the chain without gaps, forks or repeats, and
+an upstream replay of an entry (same deterministic id) is written once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -21,12 +22,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from healer.chain import GENESIS, ChainHead, seal
-from streams.codec import loads
+from streams.codec import dumps, loads
 
 log = logging.getLogger("healer.sealer")
 
 RECENT_IDS = 20_000
 TAIL_READ = 20_000
+READ_TAIL_TIMEOUT = 120.0
 
 
 @dataclass
@@ -60,7 +62,11 @@ async def read_tail(bootstrap: str, topic: str, partition: int, limit: int = TAI
             return pc
         consumer.seek(tp, max(begin, end - limit))
         last: dict[str, Any] | None = None
+        deadline = asyncio.get_running_loop().time() + READ_TAIL_TIMEOUT
         while True:
+            if asyncio.get_running_loop().time() > deadline:
+                # a partial tail would fork the chain: fail, the caller retries
+                raise TimeoutError(f"reading the tail of {topic}[{partition}] took over {READ_TAIL_TIMEOUT}s")
             batch = await consumer.getmany(tp, timeout_ms=2000, max_records=5000)
             msgs = batch.get(tp, [])
             for m in msgs:
@@ -73,7 +79,7 @@ async def read_tail(bootstrap: str, topic: str, partition: int, limit: int = TAI
                 src = rec.get("source") or {}
                 if isinstance(src.get("offset"), int):
                     pc.last_source_offset = max(pc.last_source_offset, src["offset"])
-            if (await consumer.position(tp)) >= end or not msgs:
+            if (await consumer.position(tp)) >= end:
                 break
         if last is not None:
             pc.head = ChainHead(str(partition), int(last["seq"]) + 1, str(last["hash"]))
@@ -83,39 +89,123 @@ async def read_tail(bootstrap: str, topic: str, partition: int, limit: int = TAI
 
 
 class Sealer:
-    """Seals entries per partition; call :meth:`forget` when partitions are revoked."""
+    """Seals the audit-log partitions this worker owns, one task per partition.
 
-    def __init__(self, bootstrap: str, audit_topic: str) -> None:
+    Each task reads its audit-log partition itself, by offset, starting right
+    after the last sealed source offset found in the audit topic's tail; it
+    does not depend on the consumer group's committed offsets or on Faust's
+    delivery, so a crash, a rebalance or a skipped delivery cannot lose or
+    repeat an entry. Ownership follows the worker's assignment of the
+    audit-log topic (``assign``/``revoke`` from the rebalance callbacks); a
+    revoked task is stopped, and its in-flight writes finished, before the
+    partition can be sealed elsewhere.
+    """
+
+    def __init__(self, bootstrap: str, audit_log_topic: str, audit_topic: str, batch: int = 500) -> None:
         self.bootstrap = bootstrap
+        self.audit_log_topic = audit_log_topic
         self.audit_topic = audit_topic
+        self.batch = batch
+        self.tasks: dict[int, asyncio.Task[None]] = {}
         self.chains: dict[int, PartitionChain] = {}
+        self.sealed = 0
+        self._producer: Any = None
 
-    def forget(self, partitions: set[int] | None = None) -> None:
-        if partitions is None:
-            self.chains.clear()
-        else:
-            for p in partitions:
-                self.chains.pop(p, None)
+    async def _get_producer(self) -> Any:
+        from aiokafka import AIOKafkaProducer
 
-    async def chain(self, partition: int) -> PartitionChain:
-        pc = self.chains.get(partition)
-        if pc is None:
-            pc = await read_tail(self.bootstrap, self.audit_topic, partition)
-            self.chains[partition] = pc
-            log.info("audit chain %s resumes at seq %s", partition, pc.head.next_seq)
-        return pc
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=2,
+                request_timeout_ms=30_000,
+            )
+            await producer.start()
+            self._producer = producer
+        return self._producer
 
-    async def seal(self, partition: int, offset: int, body: dict[str, Any]) -> dict[str, Any] | None:
+    async def assign(self, partitions: set[int]) -> None:
+        for p in sorted(partitions):
+            task = self.tasks.get(p)
+            if task is None or task.done():
+                self.tasks[p] = asyncio.create_task(self._run(p), name=f"seal-{p}")
+
+    async def revoke(self, partitions: set[int] | None = None) -> None:
+        parts = set(self.tasks) if partitions is None else partitions & set(self.tasks)
+        tasks = [self.tasks.pop(p) for p in parts]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for p in parts:
+            self.chains.pop(p, None)
+        if self._producer is not None:
+            await self._producer.flush()
+
+    async def close(self) -> None:
+        await self.revoke()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    @property
+    def owned(self) -> list[int]:
+        return sorted(p for p, t in self.tasks.items() if not t.done())
+
+    async def _run(self, partition: int) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._seal_partition(partition)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker trouble or a bad record: start over from the tail
+                self.chains.pop(partition, None)
+                log.warning("sealer %s: %s: %s; restarting from the audit tail in %.1fs",
+                            partition, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _seal_partition(self, partition: int) -> None:
+        pc = await read_tail(self.bootstrap, self.audit_topic, partition)
+        self.chains[partition] = pc
+        log.info("audit chain %s resumes at seq %s (audit-log offset %s)",
+                 partition, pc.head.next_seq, pc.last_source_offset + 1)
+        producer = await self._get_producer()
+        tp = TopicPartition(self.audit_log_topic, partition)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            fetch_max_wait_ms=50, max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            begin = (await consumer.beginning_offsets([tp]))[tp]
+            consumer.seek(tp, max(begin, pc.last_source_offset + 1))
+            while True:
+                batch = await consumer.getmany(tp, timeout_ms=500, max_records=self.batch)
+                futs = []
+                for m in batch.get(tp, []):
+                    rec = self.seal(partition, m.offset, loads(m.value))
+                    if rec is not None:
+                        futs.append(await producer.send(
+                            self.audit_topic, dumps(rec), key=m.key, partition=partition))
+                if futs:
+                    await asyncio.gather(*futs)
+                    self.sealed += len(futs)
+        finally:
+            await consumer.stop()
+
+    def seal(self, partition: int, offset: int, body: dict[str, Any]) -> dict[str, Any] | None:
         """The sealed record for an entry, or None when it was sealed before."""
-        pc = await self.chain(partition)
+        pc = self.chains[partition]
         if offset <= pc.last_source_offset:
             return None
+        pc.last_source_offset = offset
         eid = body.get("id")
         if eid and eid in pc.recent:
-            pc.last_source_offset = offset
-            return None
+            return None  # an upstream replay of an entry already in the chain
         body = {**body, "source": {"partition": partition, "offset": offset}}
         rec = seal(body, pc.head)
-        pc.last_source_offset = offset
         pc.remember(eid)
         return rec

@@ -201,6 +201,7 @@ class DrainExecutor(CordonExecutor):
     ) -> dict[str, Any]:
         limit = min(timeout, self._params(ctx).timeout_seconds)
         last_try: dict[str, float] = {}
+        last_result: dict[str, str] = {}
         evictions = {"retried": 0}
 
         async def check() -> tuple[bool, dict[str, Any]]:
@@ -209,22 +210,20 @@ class DrainExecutor(CordonExecutor):
                 return False, {"waiting": "node is schedulable again"}
             plan = plan_drain(await self._node_pods(ctx), self.guard, self._params(ctx).delete_emptydir_data)
             terminating = [p for p in plan.skipped if p["why"] == "terminating"]
-            blocked: list[str] = []
+            remaining = [pod_ref(p) for p in plan.evict]
             now = time.monotonic()
-            for pod in plan.evict:
-                ref = pod_ref(pod)
+            for ref in remaining:
                 key = f"{ref['namespace']}/{ref['name']}"
-                if now - last_try.get(key, 0.0) < EVICTION_RETRY_SECONDS:
-                    blocked.append(key)
-                    continue
-                last_try[key] = now
-                evictions["retried"] += 1
-                if await self._evict(ctx, ref) == "blocked":
-                    blocked.append(key)
-            done = not plan.evict and not terminating
+                # Retry refused evictions (PDB) at most once per EVICTION_RETRY_SECONDS.
+                if now - last_try.get(key, 0.0) >= EVICTION_RETRY_SECONDS:
+                    last_try[key] = now
+                    evictions["retried"] += 1
+                    last_result[key] = await self._evict(ctx, ref)
+            keys = [f"{r['namespace']}/{r['name']}" for r in remaining]
+            done = not remaining and not terminating
             return done, {
-                "remaining": [f"{r['namespace']}/{r['name']}" for r in map(pod_ref, plan.evict)],
-                "blocked": blocked,
+                "remaining": keys,
+                "blocked": [k for k in keys if last_result.get(k) == "blocked"],
                 "terminating": [f"{p['namespace']}/{p['name']}" for p in terminating],
                 "eviction_retries": evictions["retried"],
             }

@@ -31,9 +31,9 @@ main() {
   fi
   local started=$SECONDS
   # build in a scratch dir so no go.mod around us interferes; install atomically
-  local tmp
-  tmp="$(mktemp -d)"
-  trap 'rm -rf "$tmp"' EXIT
+  HELM_BUILD_TMP="$(mktemp -d)"
+  trap 'rm -rf "$HELM_BUILD_TMP"' EXIT
+  local tmp="$HELM_BUILD_TMP"
   (
     cd "$tmp"
     GOBIN="$tmp/bin" CGO_ENABLED=0 go install \

@@ -19,6 +19,9 @@ from typing import Any
 from healer.cli.common import EXIT_FAIL, EXIT_OK, add_kafka_options, settings_from
 from healer.settings import Settings
 
+METADATA_ATTEMPTS = 20
+METADATA_RETRY_SECONDS = 0.5
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -70,26 +73,29 @@ def layout(settings: Settings) -> tuple[dict[str, int], dict[str, dict[str, str]
 
 
 async def _existing_partitions(bootstrap: str, names: list[str], timeout: float) -> dict[str, int]:
-    from aiokafka import AIOKafkaConsumer
+    """Partition counts of the topics in ``names`` that exist (from the cluster's metadata)."""
+    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
     from streams.client import BrokerUnavailable
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     try:
-        await asyncio.wait_for(consumer.start(), timeout=timeout)
+        await asyncio.wait_for(admin.start(), timeout=timeout)
     except (KafkaError, OSError, TimeoutError) as exc:
-        await consumer.stop()
+        await admin.close()
         raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
     try:
-        existing = await consumer.topics()
-        out: dict[str, int] = {}
-        for name in names:
-            if name in existing:
-                out[name] = len(consumer.partitions_for_topic(name) or ())
-        return out
+        described = await asyncio.wait_for(admin.describe_topics(names), timeout=timeout)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise BrokerUnavailable(f"cannot describe topics on {bootstrap}: {exc}") from exc
     finally:
-        await consumer.stop()
+        await admin.close()
+    out: dict[str, int] = {}
+    for t in described:
+        if t.get("error_code", 0) == 0 and t.get("partitions"):
+            out[str(t["topic"])] = len(t["partitions"])
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,7 +125,13 @@ def _create(settings: Settings, topics: dict[str, int], configs: dict[str, dict[
     async def go() -> tuple[list[str], dict[str, int]]:
         created = await ensure_topics(bootstrap, topics, settings.topic_replicas,
                                       timeout=timeout, configs=configs)
-        return created, await _existing_partitions(bootstrap, list(topics), timeout)
+        # new topics reach every broker's metadata a moment after creation
+        for _ in range(METADATA_ATTEMPTS):
+            counts = await _existing_partitions(bootstrap, list(topics), timeout)
+            if len(counts) == len(topics):
+                break
+            await asyncio.sleep(METADATA_RETRY_SECONDS)
+        return created, counts
 
     try:
         created, counts = asyncio.run(go())

@@ -121,13 +121,13 @@ def request(
     use: str, kind: str, name: str, namespace: str | None = None, with_: dict[str, Any] | None = None,
     verify_timeout: float = 30.0, rollback: bool = True, action_id: str | None = None,
 ) -> ActionRequest:
-    return ActionRequest(
-        action_id=action_id or f"test-{uuid.uuid4().hex[:12]}",
-        use=use,
-        target=Target(kind=kind, namespace=namespace, name=name),  # type: ignore[arg-type]
-        verify=VerifySpec(timeout_seconds=verify_timeout, rollback=rollback),
-        **{"with": with_ or {}},
-    )
+    return ActionRequest.model_validate({
+        "action_id": action_id or f"test-{uuid.uuid4().hex[:12]}",
+        "use": use,
+        "target": Target.model_validate({"kind": kind, "namespace": namespace, "name": name}),
+        "verify": VerifySpec(timeout_seconds=verify_timeout, rollback=rollback),
+        "with": with_ or {},
+    })
 
 
 @dataclass
@@ -154,7 +154,9 @@ class Admin:
 
     def __init__(self, kubeconfig: Path) -> None:
         cfg = k8s.Configuration()
-        k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg, persist_config=False)
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig), client_configuration=cfg, persist_config=False
+        )
         self.api_client = k8s.ApiClient(cfg)
         self.core = k8s.CoreV1Api(self.api_client)
         self.apps = k8s.AppsV1Api(self.api_client)
@@ -163,13 +165,15 @@ class Admin:
         self.rbac = k8s.RbacAuthorizationV1Api(self.api_client)
 
     def close(self) -> None:
-        self.api_client.close()
+        self.api_client.close()  # type: ignore[no-untyped-call]
 
     def j(self, obj: Any) -> Any:
-        return self.api_client.sanitize_for_serialization(obj)
+        return self.api_client.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
 
-    def create(self, ns: str, obj: dict[str, Any]) -> None:
-        kind = obj["kind"]
+    def create(self, ns: str, body: dict[str, Any]) -> None:
+        # The typed client accepts plain dicts (it validates them into its models).
+        obj: Any = body
+        kind = body["kind"]
         if kind == "Deployment":
             self.apps.create_namespaced_deployment(ns, obj)
         elif kind == "StatefulSet":
@@ -232,7 +236,7 @@ class Admin:
         except k8s.exceptions.ApiException as exc:
             if exc.status != 409:
                 raise
-        binding = {
+        binding: Any = {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
             "metadata": {"name": f"{role['metadata']['name']}-{user}"},

@@ -160,3 +160,53 @@ def test_connection_errors_are_transient() -> None:
 
     err = map_api_error(urllib3.exceptions.ReadTimeoutError(None, "/x", "read timed out"), "get thing")  # type: ignore[arg-type]
     assert isinstance(err, TransientError) and not isinstance(err, Conflict)
+
+
+# ---- the conflict-aware update loop (fake read/write: pure control flow) ----------------------
+
+def test_update_with_conflicts_rereads_and_reapplies() -> None:
+    import asyncio
+
+    from actions.kubernetes.executor import update_with_conflicts
+
+    store = {"rv": 1, "replicas": 1}
+    reads: list[int] = []
+    conflicts_left = [2]
+
+    async def read() -> dict[str, Any]:
+        reads.append(store["rv"])
+        return dict(store)
+
+    def mutate(obj: dict[str, Any]) -> dict[str, Any] | None:
+        return None if obj["replicas"] == 3 else {**obj, "replicas": 3}
+
+    async def write(obj: dict[str, Any]) -> dict[str, Any]:
+        if conflicts_left[0]:
+            conflicts_left[0] -= 1
+            store["rv"] += 1  # someone else wrote
+            raise Conflict("409", {"status": 409})
+        assert obj["rv"] == store["rv"], "a write must carry the version it read"
+        store.update(replicas=obj["replicas"], rv=store["rv"] + 1)
+        return dict(store)
+
+    out, detail = asyncio.run(update_with_conflicts(read, mutate, write))
+    assert out["replicas"] == 3 and detail["conflicts"] == 2 and reads == [1, 2, 3]
+    # Already as wanted: nothing is written.
+    _, detail2 = asyncio.run(update_with_conflicts(read, mutate, write))
+    assert detail2 == {"conflicts": 0, "changed": False}
+
+
+def test_update_with_conflicts_gives_up_as_transient() -> None:
+    import asyncio
+
+    from actions.kubernetes.executor import update_with_conflicts
+
+    async def read() -> dict[str, Any]:
+        return {"x": 0}
+
+    async def write(obj: dict[str, Any]) -> dict[str, Any]:
+        raise Conflict("409", {"status": 409})
+
+    with pytest.raises(Conflict, match="still conflicting after 3") as exc:
+        asyncio.run(update_with_conflicts(read, lambda o: {"x": 1}, write, attempts=3))
+    assert isinstance(exc.value, TransientError) and exc.value.detail["conflicts"] == 3

@@ -72,6 +72,20 @@ def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
+def settings_from_env(env: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
+                      skip: frozenset[str] | set[str] = frozenset()) -> Settings:
+    """Settings as the worker builds them from the container's literal env values."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("HEALER_") or name == "KAFKA_BOOTSTRAP_SERVERS":
+            monkeypatch.delenv(name)
+    for name, e in env.items():
+        if "value" in e and name not in skip:
+            monkeypatch.setenv(name, str(e["value"]))
+    return Settings()
+
+
 @pytest.fixture(scope="module")
 def default(render: Render) -> list[dict[str, Any]]:
     return render(values("default"))
@@ -96,6 +110,16 @@ def test_helm_lint_strict(helm: str) -> None:
         assert proc.returncode == 0, f"helm lint {f.name}:\n{proc.stdout}\n{proc.stderr}"
 
 
+def test_packaged_chart_renders_the_same(helm: str, tmp_path: Path, render: Render) -> None:
+    """`helm package` resolves the files/rbac and files/policies links into the archive."""
+    run_helm(helm, "package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("healer-*.tgz")
+    vfile = CI / "default-values.yaml"
+    proc = run_helm(helm, "template", "healer", str(archive), "--namespace", "healer", "--values", str(vfile))
+    packaged = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    assert packaged == render(values("default"))
+
+
 def test_every_manifest_is_well_formed(default: list[dict[str, Any]], namespaced: list[dict[str, Any]],
                                        secure: list[dict[str, Any]]) -> None:
     for docs in (default, namespaced, secure):
@@ -110,7 +134,7 @@ def test_every_manifest_is_well_formed(default: list[dict[str, Any]], namespaced
     kinds = {d["kind"] for d in default}
     assert kinds == {"ServiceAccount", "ConfigMap", "ClusterRole", "ClusterRoleBinding", "Service",
                      "Deployment", "PodDisruptionBudget"}
-    assert "ServiceMonitor" in {d["kind"] for d in namespaced}
+    assert {"ServiceMonitor", "NetworkPolicy"} <= {d["kind"] for d in namespaced}
     assert "Job" in {d["kind"] for d in secure}
 
 
@@ -146,7 +170,7 @@ def test_pods_are_locked_down(variant: str, render: Render) -> None:
             assert automount is True
 
 
-def test_worker_settings(default: list[dict[str, Any]]) -> None:
+def test_worker_settings(default: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
     dep = one(default, "Deployment")
     c = dep["spec"]["template"]["spec"]["containers"][0]
     env = env_of(c)
@@ -163,12 +187,11 @@ def test_worker_settings(default: list[dict[str, Any]]) -> None:
     fields = {f"HEALER_{name.upper()}" for name in Settings.model_fields}
     unknown = {n for n in env if n.startswith("HEALER_")} - fields
     assert unknown == set(), f"the chart sets variables the worker ignores: {unknown}"
-    plain = {n: e["value"] for n, e in env.items() if "value" in e}
-    s = Settings.model_validate({k.removeprefix("HEALER_").lower(): v for k, v in plain.items()})
+    s = settings_from_env(env, monkeypatch)
     assert s.create_topics is False and s.dry_run is True and s.topic_partitions == 6
 
 
-def test_secure_settings_parse(secure: list[dict[str, Any]]) -> None:
+def test_secure_settings_parse(secure: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
     c = pod_spec(secure)["containers"][0]
     env = env_of(c)
     fields = {f"HEALER_{name.upper()}" for name in Settings.model_fields}
@@ -180,9 +203,7 @@ def test_secure_settings_parse(secure: list[dict[str, Any]]) -> None:
     assert env["HEALER_KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
     assert env["HEALER_KAFKA_SSL_CAFILE"]["value"] == "/etc/healer/kafka-ca/ca.crt"
     assert c["image"] == "registry.example.com/healer@sha256:" + "0" * 64
-    plain = {k.removeprefix("HEALER_").lower(): e["value"] for k, e in env.items()
-             if "value" in e and k not in KAFKA_SECURITY_ENV}
-    s = Settings.model_validate(plain)
+    s = settings_from_env(env, monkeypatch, skip=KAFKA_SECURITY_ENV)
     assert s.rate_limit is not None and s.rate_limit.max == 10
     assert s.allowed_namespaces == ["llm-*"] and s.dry_run is False
     job = one(secure, "Job")
@@ -199,7 +220,7 @@ def test_secure_settings_parse(secure: list[dict[str, Any]]) -> None:
 def test_kafka_security_env_is_read_by_the_worker(secure: list[dict[str, Any]]) -> None:
     env = env_of(pod_spec(secure)["containers"][0])
     fields = {f"HEALER_{name.upper()}" for name in Settings.model_fields}
-    assert KAFKA_SECURITY_ENV <= set(env)
+    assert set(env) >= KAFKA_SECURITY_ENV
     assert KAFKA_SECURITY_ENV - fields == set()
 
 
@@ -391,7 +412,7 @@ def test_server_side_dry_run(variant: str, render: Render, kube: tuple[Any, Any,
         for doc in docs:
             res = _resource(dyn, doc)
             ns_arg = doc["metadata"].get("namespace") if res.namespaced else None
-            with pytest.raises(Exception, match="NotFound|Not Found"):
+            with pytest.raises(Exception, match=r"NotFound|Not Found"):
                 res.get(name=doc["metadata"]["name"], namespace=ns_arg)
 
 
@@ -442,10 +463,13 @@ def test_namespaced_rbac_grants_exactly_what_executors_need(render: Render,
             while not _can(authz, sa, ns, "patch", "deployments", "apps", allowed):
                 assert time.monotonic() < deadline, "RBAC never took effect"
                 time.sleep(0.2)
+            # drain lists pods cluster-wide (node ClusterRole); everything else stays namespaced
+            node_calls = {c for cls in EXECUTOR_CLASSES if cls.cluster_scoped for c in cls.api_calls}
             for group, resource, verb in sorted(declared_api_calls(cluster_scoped=False)):
                 res, _, sub = resource.partition("/")
                 assert _can(authz, sa, ns, verb, res, group, allowed, sub), (group, resource, verb)
-                assert not _can(authz, sa, ns, verb, res, group, other, sub), (group, resource, verb)
+                elsewhere = _can(authz, sa, ns, verb, res, group, other, sub)
+                assert elsewhere == ((group, resource, verb) in node_calls), (group, resource, verb)
             assert _can(authz, sa, ns, "patch", "nodes")  # cordon
             assert _can(authz, sa, ns, "create", "pods", "", other, "eviction")  # drain, any ns
             assert not _can(authz, sa, ns, "delete", "pods", "", other)

@@ -11,9 +11,7 @@ CI (``CI`` set) that is a failure instead.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,38 +27,17 @@ if str(_ROOT) not in sys.path:
 from actions.kubernetes import kubernetes_executors  # noqa: E402
 from actions.registry import ExecutorRegistry  # noqa: E402
 from actions.runner import RetryPolicy, Runner  # noqa: E402
+from tests import kube_fixture  # noqa: E402
 from tests.harness.kube.faultproxy import FaultProxy  # noqa: E402
-from tests.harness.kubecluster import BINARIES, KubeCluster, cache_dir  # noqa: E402
+from tests.harness.kubecluster import KubeCluster  # noqa: E402
 from tests.harness.kubeobjects import Admin, AuditLog  # noqa: E402
 
-CLUSTERROLE = _ROOT / "deploy" / "rbac" / "clusterrole.yaml"
+# Session fixtures shared with other suites (e2e). If tests/conftest.py lists
+# "tests.kube_fixture" in pytest_plugins, delete these two lines (one cluster per session).
+kube_cluster = kube_fixture.kube_cluster
+admin = kube_fixture.admin
+
 FAST_RETRY = RetryPolicy(attempts=5, max_seconds=30, initial_wait=0.1, max_wait=1.0, step_timeout=30)
-
-
-@pytest.fixture(scope="session")
-def kube_cluster() -> Iterator[KubeCluster]:
-    cached = all((cache_dir() / "bin" / b).is_file() for b in BINARIES)
-    if not cached and shutil.which("go") is None:
-        msg = "Go toolchain not found: cannot build kube-apiserver/etcd/kwok (install Go >= 1.25)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    cluster = KubeCluster()
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def admin(kube_cluster: KubeCluster) -> Iterator[Admin]:
-    a = Admin(kube_cluster.kubeconfig("admin"))
-    a.bind_cluster_role(CLUSTERROLE, "healer")
-    try:
-        yield a
-    finally:
-        a.close()
 
 
 @pytest.fixture
@@ -68,7 +45,7 @@ def namespace(kube_cluster: KubeCluster, admin: Admin, request: pytest.FixtureRe
     """A fresh namespace per test, deleted afterwards (without waiting)."""
     base = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
     name = f"{base}-{uuid.uuid4().hex[:6]}"
-    admin.core.create_namespace({"metadata": {"name": name}})
+    admin.core.create_namespace({"metadata": {"name": name}})  # type: ignore[arg-type]
     admin.wait("default service account", lambda: _has_default_sa(admin, name), 30)
     try:
         yield name

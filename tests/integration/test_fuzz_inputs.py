@@ -1,0 +1,96 @@
+"""Fuzz: 10,000 hypothesis-generated malformed records interleaved with valid
+alerts, through a real worker: no crash, every malformed record in the dead
+letters and audited as `event.rejected`, every valid one processed."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.errors import NonInteractiveExampleWarning
+
+from healer.ingest import MAX_RECORD_BYTES, Rejected, parse_record
+from healer.timeutil import parse_time
+from tests.workers import WorkerFactory, emit, read_until
+
+pytestmark = pytest.mark.integration
+
+N_BAD = 10_000
+N_GOOD = 500
+
+POLICY = """
+apiVersion: healer/v1
+kind: Policy
+metadata: {name: fuzz}
+spec:
+  trigger: {alert: {matchers: ['alertname="Valid"']}}
+  target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.deployment }}"}
+  actions: [{use: healer.noop}]
+  guards: {cooldown: 1h}
+"""
+
+json_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=40))
+json_value = st.recursive(json_scalar, lambda kids: st.one_of(
+    st.lists(kids, max_size=4), st.dictionaries(st.text(max_size=10), kids, max_size=4)), max_leaves=12)
+
+malformed = st.one_of(
+    st.binary(min_size=1, max_size=200).filter(lambda b: not b.strip().startswith((b"{", b"["))),
+    st.text(max_size=100).map(lambda t: ("{" + t).encode()),  # broken JSON
+    json_value.filter(lambda v: not isinstance(v, dict)).map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(st.sampled_from(["labels", "status", "annotations", "startsAt"]), json_value,
+                    min_size=1).filter(lambda d: not isinstance(d.get("labels"), dict) or not d["labels"])
+    .map(lambda d: json.dumps(d).encode()),
+    st.sampled_from(["3", "5", "", None, 4]).map(
+        lambda v: json.dumps({"version": v, "alerts": [{"labels": {"a": "b"}}]}).encode()),  # unknown version
+    st.integers(min_value=1, max_value=64).map(lambda n: (b"[" * (2000 + n)) + (b"]" * (2000 + n))),  # deep
+    st.just(json.dumps({"labels": {"alertname": "Valid", "big": "x" * (MAX_RECORD_BYTES + 10)}}).encode()),
+    st.text(max_size=20).map(lambda t: json.dumps({"labels": {"alertname": "Valid", "n": t * 2000 + "x" * 20000}})
+                             .encode()),  # a label over 16 KB
+)
+
+
+def generate(n: int) -> list[bytes]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonInteractiveExampleWarning)
+        out: list[bytes] = []
+        while len(out) < n:
+            raw = malformed.example()
+            if isinstance(parse_record("alerts", raw, parse_time("2026-11-21T00:00:00Z"), "x"), Rejected):
+                out.append(raw)
+    return out
+
+
+def test_malformed_records_never_stop_valid_ones(
+    healer_worker: WorkerFactory, kafka_bootstrap: str, unique_app_id: str, tmp_path: Path
+) -> None:
+    pol = tmp_path / "p"
+    pol.mkdir()
+    (pol / "p.yaml").write_text(POLICY)
+    w = healer_worker.start(pol, unique_app_id)
+    bad = generate(N_BAD)
+    good = [json.dumps({"labels": {"alertname": "Valid", "namespace": "ns", "deployment": f"d{i}"}}).encode()
+            for i in range(N_GOOD)]
+    stream: list[bytes] = []
+    step = N_BAD // N_GOOD
+    for i, g in enumerate(good):
+        stream.extend(bad[i * step:(i + 1) * step])
+        stream.append(g)
+    emit(kafka_bootstrap, f"{unique_app_id}.alerts", stream, keys=[b"one-partition"] * len(stream))
+
+    def done(recs: list[dict]) -> bool:
+        return (sum(r.get("kind") == "event.rejected" for r in recs) >= N_BAD
+                and sum(r.get("kind") == "action.verified" for r in recs) >= N_GOOD)
+
+    audit = read_until(kafka_bootstrap, f"{unique_app_id}.audit", done, timeout=300)
+    assert w.proc.poll() is None, "the worker died\n" + w.log_tail()
+    rejected = [r for r in audit if r.get("kind") == "event.rejected"]
+    verified = {r["target"]["name"] for r in audit if r.get("kind") == "action.verified"}
+    assert len(rejected) == N_BAD, f"{len(rejected)} rejected\n{w.log_tail()}"
+    assert verified == {f"d{i}" for i in range(N_GOOD)}
+    dead = read_until(kafka_bootstrap, f"{unique_app_id}.deadletter", lambda r: len(r) >= N_BAD, timeout=60)
+    assert len(dead) == N_BAD
+    assert all(d["error"] and (d["raw"] is not None or d["raw_base64"] is not None) for d in dead)
+    assert "failed on a batch" not in w.log_tail(10_000)
