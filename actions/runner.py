@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     RetryError,
     retry_if_exception_type,
     stop_after_attempt,
@@ -99,11 +100,19 @@ class Runner:
         retries on TransientError."""
         step_timeout = max(timeout or 0.0, self.retry.step_timeout)
         attempts = 0
+        backoff = wait_exponential_jitter(initial=self.retry.initial_wait, max=self.retry.max_wait)
+
+        def wait(state: RetryCallState) -> float:
+            # honour the server's Retry-After (429/503), within the step's retry budget
+            exc = state.outcome.exception() if state.outcome else None
+            after = getattr(exc, "retry_after", None) or 0.0
+            return max(backoff(state), min(float(after), self.retry.max_seconds))
+
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(TransientError),
                 stop=stop_after_attempt(self.retry.attempts) | stop_after_delay(self.retry.max_seconds),
-                wait=wait_exponential_jitter(initial=self.retry.initial_wait, max=self.retry.max_wait),
+                wait=wait,
                 reraise=False,
             ):
                 with attempt:

@@ -17,7 +17,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.broker import DEPENDENCY_PLUGIN, KAFKA_VERSION, _locked, cache_root, find_java, find_mvn
+from streams.broker import (
+    DEPENDENCY_PLUGIN,
+    KAFKA_VERSION,
+    _locked,
+    cache_root,
+    find_java,
+    find_mvn,
+)
 
 MARKER = ".complete"
 

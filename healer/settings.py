@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     kube_context: str | None = None
     allowed_namespaces: Annotated[list[str] | None, NoDecode] = None
     log_level: str = "INFO"
+    # Kafka TLS / SASL (PLAINTEXT by default; the Helm chart sets these)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: str | None = None
 
     @field_validator("policies", "protected_namespaces", "allowed_namespaces", mode="before")
     @classmethod
@@ -141,6 +150,20 @@ class Settings(BaseSettings):
             text = Path(path).read_text().strip()
             return text or None
         return None
+
+    def kafka_security(self) -> dict[str, Any]:
+        """Plain values for Kafka clients (streams.client turns them into client options)."""
+        sec: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if "SSL" in self.kafka_security_protocol:
+            sec.update(cafile=self.kafka_ssl_cafile, certfile=self.kafka_ssl_certfile,
+                       keyfile=self.kafka_ssl_keyfile)
+        if self.kafka_security_protocol.startswith("SASL"):
+            password = self._secret(self.kafka_sasl_password, self.kafka_sasl_password_file)
+            if not self.kafka_sasl_username or not password:
+                raise ValueError("SASL needs kafka_sasl_username and kafka_sasl_password(_file)")
+            sec.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_sasl_username,
+                       sasl_plain_password=password)
+        return sec
 
     def api_tokens(self) -> tuple[str | None, str | None]:
         """(API token, webhook token); the webhook falls back to the API token."""

@@ -20,6 +20,7 @@ ids, which the next stage drops (ledger, applied offsets, the sealer's id set).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import weakref
@@ -42,6 +43,7 @@ from healer.models import ActionRequest, EventRef, Signal, Target
 from healer.settings import Settings
 from healer.state import GlobalState, TargetState
 from healer.timeutil import format_time, to_millis
+from streams.client import security
 from streams.codec import dumps, loads
 from streams.metrics import Metrics
 from streams.sealer import Sealer
@@ -75,6 +77,20 @@ def _kafka_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
 
 
+def _credentials(settings: Settings) -> Any:
+    """Faust's broker credentials from the TLS/SASL settings (None for PLAINTEXT)."""
+    sec = settings.kafka_security()
+    if sec["security_protocol"] == "PLAINTEXT":
+        return None
+    ctx = security().get("ssl_context")
+    if sec["security_protocol"].startswith("SASL"):
+        return faust.SASLCredentials(
+            username=sec["sasl_plain_username"], password=sec["sasl_plain_password"],
+            ssl_context=ctx, mechanism=sec["sasl_mechanism"],
+        )
+    return faust.SSLCredentials(ctx)
+
+
 class HealerApp:
     """Builds the Faust app for one worker process; tests and the CLI use it."""
 
@@ -104,6 +120,7 @@ class HealerApp:
 
         self.app = faust.App(
             settings.app_id,
+            broker_credentials=_credentials(settings),
             broker=_kafka_url(self.bootstrap),
             store="memory://",
             autodiscover=False,
@@ -397,7 +414,7 @@ class HealerApp:
 
     async def _approvals(self, stream: Any) -> None:
         async for event in stream.events():
-            await self._retrying("approvals", lambda event=event: self._approval_one(event))
+            await self._retrying("approvals", functools.partial(self._approval_one, event))
 
     async def _approval_one(self, event: Any) -> None:
         try:
@@ -473,7 +490,7 @@ class HealerApp:
 
     async def _execute(self, stream: Any) -> None:
         async for event in stream.events():
-            await self._retrying("execute", lambda event=event: self._execute_one(event))
+            await self._retrying("execute", functools.partial(self._execute_one, event))
 
     async def _execute_one(self, event: Any) -> None:
         try:
@@ -593,7 +610,7 @@ class HealerApp:
     async def _check_broker(self) -> None:
         from aiokafka.client import AIOKafkaClient
 
-        client = AIOKafkaClient(bootstrap_servers=self.bootstrap, request_timeout_ms=4000)
+        client = AIOKafkaClient(bootstrap_servers=self.bootstrap, **security(), request_timeout_ms=4000)
         try:
             await asyncio.wait_for(client.bootstrap(), timeout=4.5)
             self.broker_ok = True

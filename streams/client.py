@@ -14,6 +14,32 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+_SECURITY: dict[str, Any] = {}
+
+
+def configure_security(sec: dict[str, Any]) -> None:
+    """Set the process's Kafka TLS/SASL options (from Settings.kafka_security()).
+
+    Called once by each entry point (``healer run``, every CLI command) before
+    any client is made; every client in ``streams`` then connects with them.
+    """
+    opts: dict[str, Any] = {"security_protocol": sec.get("security_protocol", "PLAINTEXT")}
+    if "SSL" in opts["security_protocol"]:
+        from aiokafka.helpers import create_ssl_context
+
+        opts["ssl_context"] = create_ssl_context(
+            cafile=sec.get("cafile"), certfile=sec.get("certfile"), keyfile=sec.get("keyfile"))
+    for k in ("sasl_mechanism", "sasl_plain_username", "sasl_plain_password"):
+        if sec.get(k):
+            opts[k] = sec[k]
+    _SECURITY.clear()
+    _SECURITY.update(opts)
+
+
+def security() -> dict[str, Any]:
+    """Client options for TLS/SASL; empty for PLAINTEXT."""
+    return dict(_SECURITY) if _SECURITY.get("security_protocol", "PLAINTEXT") != "PLAINTEXT" else {}
+
 
 class BrokerUnavailable(RuntimeError):
     """The broker did not answer; the message says where we tried."""
@@ -29,7 +55,7 @@ class OutRecord:
 async def produce(bootstrap: str, topic: str, records: Iterable[OutRecord], timeout: float = 30.0) -> int:
     """Produce records in order with acks=all and idempotence; return the count acked."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+        bootstrap_servers=bootstrap, **security(), acks="all", enable_idempotence=True,
         request_timeout_ms=int(timeout * 1000), linger_ms=5,
     )
     try:
@@ -60,7 +86,7 @@ async def read_topic(
     at the start (so a snapshot, even of a busy topic, terminates).
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        bootstrap_servers=bootstrap, **security(), group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest", isolation_level="read_committed",
     )
     try:
@@ -108,7 +134,8 @@ async def ensure_topics(
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(
+bootstrap_servers=bootstrap, **security(), request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout=timeout)
     except (KafkaError, OSError, TimeoutError) as exc:
@@ -136,3 +163,27 @@ async def ensure_topics(
         return created
     finally:
         await admin.close()
+
+
+async def topic_partitions(bootstrap: str, names: list[str], timeout: float) -> dict[str, int]:
+    """Partition counts of the topics in ``names`` that exist (from the cluster's metadata)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(
+bootstrap_servers=bootstrap, **security(), request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout=timeout)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        await admin.close()
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+    try:
+        described = await asyncio.wait_for(admin.describe_topics(names), timeout=timeout)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise BrokerUnavailable(f"cannot describe topics on {bootstrap}: {exc}") from exc
+    finally:
+        await admin.close()
+    out: dict[str, int] = {}
+    for t in described:
+        if t.get("error_code", 0) == 0 and t.get("partitions"):
+            out[str(t["topic"])] = len(t["partitions"])
+    return out

@@ -44,6 +44,7 @@ from healer.audit import for_event
 from healer.ingest import MAX_RECORD_BYTES, Rejected, decode_json, parse_alerts, partition_key
 from healer.logs import redact
 from healer.models import EventRef
+from streams.client import security
 from streams.codec import dumps
 from streams.openapi import document
 
@@ -95,7 +96,7 @@ class Publisher:
         async with self._lock:
             if self._producer is None:
                 producer = AIOKafkaProducer(
-                    bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+                    bootstrap_servers=self.bootstrap, **security(), acks="all", enable_idempotence=True,
                     request_timeout_ms=int(max(timeout, 1.0) * 1000), linger_ms=2,
                 )
                 try:
@@ -171,7 +172,7 @@ class ApprovalView:
     async def _catch_up(self) -> None:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                bootstrap_servers=self.bootstrap, **security(), group_id=None, enable_auto_commit=False,
                 auto_offset_reset="earliest",
             )
             try:
@@ -237,7 +238,7 @@ class BrokerCheck:
     async def check_once(self) -> bool:
         from aiokafka.client import AIOKafkaClient
 
-        client = AIOKafkaClient(bootstrap_servers=self.bootstrap, request_timeout_ms=4000)
+        client = AIOKafkaClient(bootstrap_servers=self.bootstrap, **security(), request_timeout_ms=4000)
         try:
             await asyncio.wait_for(client.bootstrap(), timeout=4.5)
             ok = True

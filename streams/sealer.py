@@ -22,6 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from healer.chain import GENESIS, ChainHead, seal
+from streams.client import security
 from streams.codec import dumps, loads
 
 log = logging.getLogger("healer.sealer")
@@ -49,7 +50,7 @@ async def read_tail(bootstrap: str, topic: str, partition: int, limit: int = TAI
     """Rebuild a chain's head and recent ids from the audit topic's tail."""
     tp = TopicPartition(topic, partition)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+        bootstrap_servers=bootstrap, **security(), enable_auto_commit=False, group_id=None,
         isolation_level="read_committed",
     )
     await consumer.start()
@@ -116,7 +117,7 @@ class Sealer:
 
         if self._producer is None:
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=2,
+                bootstrap_servers=self.bootstrap, **security(), acks="all", enable_idempotence=True, linger_ms=2,
                 request_timeout_ms=30_000,
             )
             await producer.start()
@@ -174,7 +175,7 @@ class Sealer:
         producer = await self._get_producer()
         tp = TopicPartition(self.audit_log_topic, partition)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            bootstrap_servers=self.bootstrap, **security(), group_id=None, enable_auto_commit=False,
             fetch_max_wait_ms=50, max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         await consumer.start()

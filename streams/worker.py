@@ -83,6 +83,9 @@ def run(settings: Settings, policies: PolicySet) -> int:
 
     log_format = logs.choose_format()
     logs.configure(settings.log_level, log_format)
+    from streams.client import configure_security
+
+    configure_security(settings.kafka_security())
     registry = build_registry(settings)
     healer = HealerApp(settings, policies, registry)
     loop = asyncio.new_event_loop()

@@ -1,4 +1,5 @@
 """Test-wide fixtures: a real Kafka broker per session (tests/kafka_fixture.py)
-and real ``healer run`` worker processes (tests/workers.py)."""
+real ``healer run`` worker processes (tests/workers.py) and a real
+kube-apiserver per session, started on first use (tests/kube_fixture.py)."""
 
-pytest_plugins = ["tests.kafka_fixture", "tests.workers"]
+pytest_plugins = ["tests.kafka_fixture", "tests.workers", "tests.kube_fixture"]

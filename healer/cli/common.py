@@ -29,9 +29,15 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
     if getattr(args, "app_id", None):
         kw["app_id"] = args.app_id
     try:
-        return Settings(**kw)
+        settings = Settings(**kw)
+        security = settings.kafka_security()
     except ValueError as exc:
         raise CliError(f"bad settings: {exc}") from exc
+    if security["security_protocol"] != "PLAINTEXT":
+        from streams.client import configure_security
+
+        configure_security(security)
+    return settings
 
 
 def die(message: str, code: int = EXIT_FAIL) -> NoReturn:

@@ -15,6 +15,7 @@ from healer.cli import (
     kafka_cmd,
     policy_cmd,
     run_cmd,
+    topics_cmd,
 )
 from healer.cli.common import EXIT_FAIL, CliError
 
@@ -34,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     approvals_cmd.add_parser(sub)
     action_cmd.add_parser(sub)
     kafka_cmd.add_parser(sub)
+    topics_cmd.add_parser(sub)
     return p
 
 

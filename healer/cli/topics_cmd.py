@@ -72,32 +72,6 @@ def layout(settings: Settings) -> tuple[dict[str, int], dict[str, dict[str, str]
     return app.topic_layout(), app.topic_configs()
 
 
-async def _existing_partitions(bootstrap: str, names: list[str], timeout: float) -> dict[str, int]:
-    """Partition counts of the topics in ``names`` that exist (from the cluster's metadata)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import KafkaError
-
-    from streams.client import BrokerUnavailable
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    try:
-        await asyncio.wait_for(admin.start(), timeout=timeout)
-    except (KafkaError, OSError, TimeoutError) as exc:
-        await admin.close()
-        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
-    try:
-        described = await asyncio.wait_for(admin.describe_topics(names), timeout=timeout)
-    except (KafkaError, OSError, TimeoutError) as exc:
-        raise BrokerUnavailable(f"cannot describe topics on {bootstrap}: {exc}") from exc
-    finally:
-        await admin.close()
-    out: dict[str, int] = {}
-    for t in described:
-        if t.get("error_code", 0) == 0 and t.get("partitions"):
-            out[str(t["topic"])] = len(t["partitions"])
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     command = getattr(args, "topics_command", None)
     settings = settings_from(args, topic_partitions=args.partitions, topic_replicas=args.replicas)
@@ -118,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _create(settings: Settings, topics: dict[str, int], configs: dict[str, dict[str, str]],
             timeout: float) -> int:
-    from streams.client import BrokerUnavailable, ensure_topics
+    from streams.client import BrokerUnavailable, ensure_topics, topic_partitions
 
     bootstrap = settings.bootstrap()
 
@@ -127,7 +101,7 @@ def _create(settings: Settings, topics: dict[str, int], configs: dict[str, dict[
                                       timeout=timeout, configs=configs)
         # new topics reach every broker's metadata a moment after creation
         for _ in range(METADATA_ATTEMPTS):
-            counts = await _existing_partitions(bootstrap, list(topics), timeout)
+            counts = await topic_partitions(bootstrap, list(topics), timeout)
             if len(counts) == len(topics):
                 break
             await asyncio.sleep(METADATA_RETRY_SECONDS)

@@ -139,7 +139,7 @@ def test_sigkill_mid_stream_loses_nothing_and_runs_nothing_twice(
     for i, batch in enumerate(batches):
         for topic, recs in batch.items():
             asyncio.run(produce(kafka_bootstrap, topic, recs))
-        if kills < KILLS and i % 2 == 1 or (kills < KILLS and i >= len(batches) - (KILLS - kills)):
+        if (kills < KILLS and i % 2 == 1) or (kills < KILLS and i >= len(batches) - (KILLS - kills)):
             time.sleep(rng.uniform(0.2, 2.5))
             worker.kill()
             kills += 1

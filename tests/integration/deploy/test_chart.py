@@ -213,10 +213,6 @@ def test_secure_settings_parse(secure: list[dict[str, Any]], monkeypatch: pytest
     assert env_of(jc)["HEALER_TOPIC_PARTITIONS"]["value"] == "12"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "healer.settings.Settings has no Kafka TLS/SASL fields yet (proposed in issue 8's report: "
-    "kafka_security_protocol, kafka_ssl_cafile, kafka_sasl_mechanism, kafka_sasl_username, "
-    "kafka_sasl_password_file); remove this marker when they exist"))
 def test_kafka_security_env_is_read_by_the_worker(secure: list[dict[str, Any]]) -> None:
     env = env_of(pod_spec(secure)["containers"][0])
     fields = {f"HEALER_{name.upper()}" for name in Settings.model_fields}

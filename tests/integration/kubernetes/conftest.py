@@ -27,15 +27,9 @@ if str(_ROOT) not in sys.path:
 from actions.kubernetes import kubernetes_executors  # noqa: E402
 from actions.registry import ExecutorRegistry  # noqa: E402
 from actions.runner import RetryPolicy, Runner  # noqa: E402
-from tests import kube_fixture  # noqa: E402
 from tests.harness.kube.faultproxy import FaultProxy  # noqa: E402
 from tests.harness.kubecluster import KubeCluster  # noqa: E402
 from tests.harness.kubeobjects import Admin, AuditLog  # noqa: E402
-
-# Session fixtures shared with other suites (e2e). If tests/conftest.py lists
-# "tests.kube_fixture" in pytest_plugins, delete these two lines (one cluster per session).
-kube_cluster = kube_fixture.kube_cluster
-admin = kube_fixture.admin
 
 FAST_RETRY = RetryPolicy(attempts=5, max_seconds=30, initial_wait=0.1, max_wait=1.0, step_timeout=30)
 
