@@ -115,7 +115,7 @@ def main() -> int:
             before = len(triton.init_events("llm-ranker"))
             alert = {"status": "firing", "labels": {
                 "alertname": "TritonGPUMemoryHigh", "severity": "warning", "model": "llm-ranker",
-                "instance": triton.url.removeprefix("http://")},
+                "host": "127.0.0.1", "http_port": str(triton.http_port)},
                 "annotations": {"summary": "GPU memory 97% on the llm-ranker instance"}}
             asyncio.run(produce(bootstrap, f"{app_id}.alerts", [OutRecord(b"triton", json.dumps(alert).encode())]))
 
@@ -128,8 +128,8 @@ def main() -> int:
             if len(verified) >= args.expect_verified and rejected:
                 break
             if time.monotonic() > deadline:
-                print((work / "worker.log").read_text()[-4000:])
-                raise SystemExit(f"timed out: {len(verified)} verified actions so far")
+                print(healer("audit", "tail", env=env).stdout)
+                raise SystemExit(f"timed out: {len(verified)} verified actions so far; worker log: {work}/worker.log")
             time.sleep(1)
 
         if triton is not None:

@@ -10,7 +10,14 @@ import time
 from typing import Any
 
 from healer.approvals import ApprovalError, check_decidable, fold
-from healer.cli.common import EXIT_FAIL, EXIT_OK, CliError, add_kafka_options, settings_from
+from healer.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    CliError,
+    add_kafka_options,
+    settings_from,
+    target_text,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -50,7 +57,7 @@ def list_(args: argparse.Namespace) -> int:
         return EXIT_OK
     for a in rows:
         t = a.target or {}
-        target = "/".join(str(t[k]) for k in ("kind", "namespace", "name", "model") if t.get(k))
+        target = target_text(t)
         print(f"{a.action_id}  {a.state:8}  {a.requested_at}  {a.policy}  {a.use}  {target}"
               + (f"  by {a.actor}: {a.reason}" if a.state != "pending" and a.reason else ""))
     return EXIT_OK

@@ -8,7 +8,14 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from healer.cli.common import EXIT_FAIL, EXIT_OK, CliError, add_kafka_options, settings_from
+from healer.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    CliError,
+    add_kafka_options,
+    settings_from,
+    target_text,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def readable(rec: dict[str, Any]) -> str:
     t = rec.get("target") or {}
-    target = "/".join(str(t[k]) for k in ("kind", "namespace", "name", "model") if t.get(k))
+    target = target_text(t)
     pol = (rec.get("policy") or {}).get("name", "")
     parts = [rec.get("time", ""), f"{rec.get('chain')}:{rec.get('seq')}", rec.get("kind", "")]
     if pol:

@@ -40,6 +40,18 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
     return settings
 
 
+def target_text(t: dict[str, Any] | None) -> str:
+    """A target as one short string: Kind/namespace/name or TritonModel/server/model."""
+    if not t:
+        return ""
+    parts = []
+    for k in ("kind", "cluster", "namespace", "name", "server", "servers", "model", "version"):
+        v = t.get(k)
+        if v:
+            parts.append(",".join(v) if isinstance(v, list | tuple) else str(v))
+    return "/".join(parts)
+
+
 def die(message: str, code: int = EXIT_FAIL) -> NoReturn:
     print(f"healer: {message}", file=sys.stderr)
     sys.exit(code)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from healer.cli.common import EXIT_FAIL, EXIT_OK, CliError
+from healer.cli.common import EXIT_FAIL, EXIT_OK, CliError, target_text
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -98,7 +98,7 @@ def _table(plan: list[dict[str, Any]]) -> None:
     rows = [("TIME", "POLICY", "TARGET", "USE", "DECISION", "REASON", "ACTION")]
     for p in plan:
         t = p["target"] or {}
-        target = "/".join(str(t[k]) for k in ("kind", "namespace", "name", "model") if t.get(k)) or "-"
+        target = target_text(t) or "-"
         decision = p["decision"] + (" (dry-run)" if p["dry_run"] else "")
         rows.append((p["time"], p["policy"], target, p["use"] or "-", decision, p["reason"] or "", p["action_id"] or ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
