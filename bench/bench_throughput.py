@@ -9,8 +9,8 @@ routed, decided (paused decisions are audited too) and sealed into the hash
 chain, but no executor runs (executors are the latency bench's subject).
 
 How the worker's rate is measured: from its own output. The window opens at the
-first record the worker wrote (earliest Kafka timestamp on ``audit-log`` /
-``signals``) and closes at the last sealed record on ``{app}.audit`` (the end of
+first record the worker wrote (earliest Kafka timestamp on ``audit-log``; the
+``signals`` records carry event time, not send time) and closes at the last sealed record on ``{app}.audit`` (the end of
 the pipeline), both stamped by the worker's producer, i.e. one clock; the bench
 polls the consumer group's lag only to know when the pipeline is drained, so
 polling granularity does not enter the number. events/s = N / window. The
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         with h.workers(bs, tmp) as wf:
             w = wf.start(tmp / "policies", app, partitions=PARTITIONS,
-                         HEALER_PAUSED="true", HEALER_LOG_LEVEL="WARNING")
+                         HEALER_PAUSED="true", HEALER_LOG_LEVEL=args.log_level)
             cpu0 = h.cpu_seconds(w.proc.pid)
             rss0 = h.rss_kb(w.proc.pid)
             top: list[tuple[str, float]] = []
@@ -127,8 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rss1 = h.rss_kb(w.proc.pid)
             if not ok:
                 raise SystemExit(f"worker did not drain within {args.timeout}s: lag {lag}\n{w.log_tail()}")
-            first, _ = h.edge_timestamps(bs, [f"{app}.audit-log", f"{app}.signals"])
-            _, last = h.edge_timestamps(bs, [f"{app}.audit"])
+            first, last = h.worker_window(bs, app)
             w.stop()
         window = (last - first) / 1000.0
         audit = h.read_topic(bs, f"{app}.audit")
@@ -202,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--profile", action="store_true", help="py-spy the worker while it works")
     ap.add_argument("--profile-seconds", type=float, default=30.0)
+    ap.add_argument("--log-level", default="INFO", help="the worker's HEALER_LOG_LEVEL")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     h.exit_on_sigterm()

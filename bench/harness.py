@@ -38,7 +38,9 @@ from streams.client import ensure_topics  # noqa: E402
 from tests.workers import Worker, WorkerFactory  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+# event time of generated inputs: recent, or the broker's time-based retention (7 days)
+# deletes the input segments while the bench still needs them
+T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
 MAX_RECORD = 1_048_576 + 4096  # producer cap: a 1 MB record plus its envelope
 
 
@@ -406,6 +408,14 @@ async def edge_timestamps_async(bootstrap: str, topics: Sequence[str]) -> tuple[
 
 def edge_timestamps(bootstrap: str, topics: Sequence[str]) -> tuple[int, int]:
     return asyncio.run(edge_timestamps_async(bootstrap, topics))
+
+
+def worker_window(bootstrap: str, app: str) -> tuple[int, int]:
+    """(first audit-log record, last sealed audit record) producer timestamps, in ms: the span
+    in which the worker processed a pre-produced input (its first output to its last)."""
+    first, _ = edge_timestamps(bootstrap, [f"{app}.audit-log"])
+    _, last = edge_timestamps(bootstrap, [f"{app}.audit"])
+    return first, last
 
 
 def create_input_topics(bootstrap: str, app: str, partitions: int) -> None:

@@ -7,6 +7,7 @@ worker (which goes through Faust).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -131,17 +132,10 @@ async def ensure_topics(
     Existing topics are left alone (their partition count is reported by
     :func:`topic_partitions`, not changed).
     """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    admin = AIOKafkaAdminClient(
-bootstrap_servers=bootstrap, **security(), request_timeout_ms=int(timeout * 1000))
-    try:
-        await asyncio.wait_for(admin.start(), timeout=timeout)
-    except (KafkaError, OSError, TimeoutError) as exc:
-        await admin.close()
-        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
-    try:
+    async with _admin(bootstrap, timeout) as admin:
         existing = set(await admin.list_topics())
         missing = [
             NewTopic(name, num_partitions=n, replication_factor=replicas,
@@ -154,34 +148,40 @@ bootstrap_servers=bootstrap, **security(), request_timeout_ms=int(timeout * 1000
             resp = await admin.create_topics(missing)
         except TopicAlreadyExistsError:
             return []
-        created = []
-        for name, code, *_rest in getattr(resp, "topic_errors", getattr(resp, "topic_error_codes", [])):
-            if code == 0:
-                created.append(name)
-            elif code != 36:  # 36: TOPIC_ALREADY_EXISTS (another worker won the race)
-                raise BrokerUnavailable(f"creating topic {name} failed with Kafka error code {code}")
-        return created
-    finally:
-        await admin.close()
+    created = []
+    for name, code, *_rest in getattr(resp, "topic_errors", getattr(resp, "topic_error_codes", [])):
+        if code == 0:
+            created.append(name)
+        elif code != 36:  # 36: TOPIC_ALREADY_EXISTS (another worker won the race)
+            raise BrokerUnavailable(f"creating topic {name} failed with Kafka error code {code}")
+    return created
 
 
-async def topic_partitions(bootstrap: str, names: list[str], timeout: float) -> dict[str, int]:
-    """Partition counts of the topics in ``names`` that exist (from the cluster's metadata)."""
+@contextlib.asynccontextmanager
+async def _admin(bootstrap: str, timeout: float) -> AsyncIterator[Any]:
+    """A started admin client; BrokerUnavailable when the broker does not answer."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(
-bootstrap_servers=bootstrap, **security(), request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security(),
+                                request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout=timeout)
     except (KafkaError, OSError, TimeoutError) as exc:
         await admin.close()
         raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
     try:
-        described = await asyncio.wait_for(admin.describe_topics(names), timeout=timeout)
-    except (KafkaError, OSError, TimeoutError) as exc:
-        raise BrokerUnavailable(f"cannot describe topics on {bootstrap}: {exc}") from exc
+        yield admin
     finally:
         await admin.close()
+
+
+async def topic_partitions(bootstrap: str, names: list[str], timeout: float) -> dict[str, int]:
+    """Partition counts of the topics in ``names`` that exist (from the cluster's metadata)."""
+    async with _admin(bootstrap, timeout) as admin:
+        try:
+            described = await asyncio.wait_for(admin.describe_topics(names), timeout=timeout)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"cannot describe topics on {bootstrap}: {exc}") from exc
     out: dict[str, int] = {}
     for t in described:
         if t.get("error_code", 0) == 0 and t.get("partitions"):

@@ -178,3 +178,10 @@ def read_until(
             await c.stop()
 
     return asyncio.run(go())
+
+
+def healer_cli(bootstrap: str, app_id: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the real ``healer`` CLI against ``bootstrap`` / ``app_id``."""
+    full = {**os.environ, "HEALER_BOOTSTRAP_SERVERS": bootstrap, "HEALER_APP_ID": app_id, **env}
+    return subprocess.run([sys.executable, "-m", "healer.cli.main", *args], env=full,
+                          capture_output=True, text=True, timeout=180, check=False)

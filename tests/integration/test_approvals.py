@@ -7,14 +7,12 @@ action is refused with a clear error."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.workers import WorkerFactory, emit, read_until
+from tests.workers import healer_cli as cli
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +47,6 @@ spec:
 def alert(node: str, name: str = "GPUXidError") -> bytes:
     return json.dumps({"status": "firing", "labels": {"alertname": name, "node": node},
                        "startsAt": "2026-11-21T10:00:00Z"}).encode()
-
-
-def cli(bootstrap: str, app_id: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HEALER_BOOTSTRAP_SERVERS": bootstrap, "HEALER_APP_ID": app_id}
-    return subprocess.run([sys.executable, "-m", "healer.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_approve_deny_expire_and_double_approve(

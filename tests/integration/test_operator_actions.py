@@ -6,14 +6,12 @@ protected namespaces)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.workers import WorkerFactory, emit, read_until
+from tests.workers import WorkerFactory, emit, healer_cli, read_until
 
 pytestmark = pytest.mark.integration
 
@@ -51,9 +49,7 @@ def alert(name: str, dep: str) -> bytes:
 
 
 def cli(bootstrap: str, app: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HEALER_BOOTSTRAP_SERVERS": bootstrap, "HEALER_APP_ID": app, "USER": "carol"}
-    return subprocess.run([sys.executable, "-m", "healer.cli.main", *args], env=env, capture_output=True,
-                          text=True, timeout=180, check=False)
+    return healer_cli(bootstrap, app, *args, USER="carol")
 
 
 def kinds_of(audit: list[dict], aid: str) -> list[str]:
