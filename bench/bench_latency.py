@@ -140,13 +140,34 @@ async def measure(bootstrap: str, app: str, rate: float, seconds: float, seq: in
         await asyncio.sleep(0.2)
     stop.set()
     await task
-    row: dict[str, Any] = {"rate": rate, "sent": len(sent),
+    row: dict[str, Any] = {"rate": rate, "sent": len(sent), "_sent": sent,
                            "actions": len(set(sent) & set(out.action_rx)),
                            "succeeded": len(set(sent) & set(out.done_rx))}
     for name, d in (("action_rx", out.action_rx), ("action_ts", out.action_ts),
                     ("done_rx", out.done_rx), ("done_ts", out.done_ts)):
         row[name] = stats([d[e] - t for e, t in sent.items() if e in d])
     return row
+
+
+STAGES = (("ingest", None, "event.received"), ("decide", "event.received", "action.queued"),
+          ("queue", "action.queued", "action.running"), ("run", "action.running", "action.succeeded"))
+
+
+def stages(bs: str, app: str, rows: list[dict[str, Any]]) -> None:
+    """Where the time goes: per stage, the gap between the worker's audit-log records of one
+    alert (producer timestamps; ingest starts at the bench's send time)."""
+    at: dict[str, dict[str, float]] = {}
+    for r in h.read_topic(bs, f"{app}.audit-log"):
+        eid = (r.value.get("event") or {}).get("id")
+        if eid:
+            at.setdefault(eid, {}).setdefault(r.value.get("kind"), r.timestamp_ms / 1000.0)
+    for row in rows:
+        sent = row.pop("_sent")
+        row["stages"] = {}
+        for name, a, b in STAGES:
+            xs = [at[e][b] - (t if a is None else at[e][a]) for e, t in sent.items()
+                  if e in at and b in at[e] and (a is None or a in at[e])]
+            row["stages"][name] = stats(xs)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -158,19 +179,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         (tmp / "policies").mkdir()
         (tmp / "policies" / "latency.yaml").write_text(POLICY)
         with h.workers(bs, tmp) as wf:
-            w = wf.start(tmp / "policies", app, partitions=PARTITIONS, HEALER_LOG_LEVEL="WARNING")
+            w = wf.start(tmp / "policies", app, partitions=PARTITIONS, **h.worker_env(args.worker_env))
             warm = asyncio.run(measure(bs, app, 50, 2, 10_000_000, drain=60))
             print(f"warm-up: {warm['succeeded']}/{warm['sent']} succeeded", file=sys.stderr)
             seq = 0
             for rate in rates:
                 print(f"rate {rate:g}/s for {args.seconds:g}s; load {h.load_avg()}", file=sys.stderr)
+                cpu0, t0 = h.cpu_seconds(w.proc.pid), time.monotonic()
                 row = asyncio.run(measure(bs, app, rate, args.seconds, seq, drain=args.drain))
                 row["load_avg"] = h.load_avg()
+                row["worker_cpu_share"] = round((h.cpu_seconds(w.proc.pid) - cpu0)
+                                                / (time.monotonic() - t0), 3)
+                row["worker_cpu_ms_per_alert"] = round(
+                    1000 * (h.cpu_seconds(w.proc.pid) - cpu0) / max(1, row["sent"]), 2)
                 rows.append(row)
                 seq += row["sent"]
             if w.proc.poll() is not None:
                 raise SystemExit(f"worker died:\n{w.log_tail()}")
             w.stop()
+        stages(bs, app, rows)
     table = []
     for r in rows:
         for key, label in (("action_rx", "alert -> action record (received)"),
@@ -182,9 +209,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           "p99": st["p99_ms"], "p99.9": st["p999_ms"], "max": st["max_ms"]})
     h.print_table(table, [("rate", "events/s"), ("path", "path"), ("n", "n"), ("p50", "p50 ms"),
                           ("p99", "p99 ms"), ("p99.9", "p99.9 ms"), ("max", "max ms")])
+    print("stages (worker audit-log timestamps):")
+    h.print_table([{"rate": int(r["rate"]), "stage": k, "p50": v["p50_ms"], "p99": v["p99_ms"]}
+                   for r in rows for k, v in r["stages"].items()],
+                  [("rate", "events/s"), ("stage", "stage"), ("p50", "p50 ms"), ("p99", "p99 ms")])
     top = next((r for r in rows if r["rate"] == 1000), None)
     if top:
         p99 = top["done_rx"]["p99_ms"]
+        print(f"worker CPU per alert {top['worker_cpu_ms_per_alert']} ms "
+              f"(share of one core {top['worker_cpu_share']})")
         print(f"p99 alert -> action.succeeded at 1,000/s: {p99:.1f} ms (target < 50 ms); "
               f"alert -> action record p99 {top['action_rx']['p99_ms']:.1f} ms")
     return {"bench": "latency", "seconds_per_rate": args.seconds, "targets": TARGETS,
@@ -199,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--drain", type=float, default=120.0, help="max wait for stragglers per rate")
     ap.add_argument("--bootstrap", default=None)
+    ap.add_argument("--worker-env", action="append", metavar="KEY=VALUE",
+                    help="extra environment for the worker (repeatable), e.g. PRODUCER_LINGER=0.002")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     h.exit_on_sigterm()

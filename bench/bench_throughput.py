@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         with h.workers(bs, tmp) as wf:
             w = wf.start(tmp / "policies", app, partitions=PARTITIONS,
-                         HEALER_PAUSED="true", HEALER_LOG_LEVEL=args.log_level)
+                         HEALER_PAUSED="true", HEALER_LOG_LEVEL=args.log_level,
+                         **h.worker_env(args.worker_env))
             cpu0 = h.cpu_seconds(w.proc.pid)
             rss0 = h.rss_kb(w.proc.pid)
             top: list[tuple[str, float]] = []
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         dec_s, dec_cpu = asyncio.run(raw_consume(bs, topics, n, decode=True))
         from bench.kafka_tools import consumer_performance, ensure_tools
 
-        libs, fetch_s = ensure_tools()
+        _libs, fetch_s = ensure_tools()
         perf_msgs, perf_fetch = 0, 0.0
         perf_error = None
         try:
@@ -202,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="py-spy the worker while it works")
     ap.add_argument("--profile-seconds", type=float, default=30.0)
     ap.add_argument("--log-level", default="INFO", help="the worker's HEALER_LOG_LEVEL")
+    ap.add_argument("--worker-env", action="append", metavar="KEY=VALUE",
+                    help="extra environment for the worker (repeatable), e.g. PRODUCER_LINGER=0.002")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     h.exit_on_sigterm()

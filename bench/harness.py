@@ -140,6 +140,17 @@ def workers(bootstrap: str, tmp: Path) -> Iterator[WorkerFactory]:
         f.stop_all()
 
 
+def worker_env(pairs: Sequence[str] | None) -> dict[str, str]:
+    """``--worker-env KEY=VALUE`` options as a dict (extra environment for the workers)."""
+    out = {}
+    for p in pairs or ():
+        k, sep, v = p.partition("=")
+        if not sep or not k:
+            raise SystemExit(f"--worker-env wants KEY=VALUE, got {p!r}")
+        out[k] = v
+    return out
+
+
 def rss_kb(pid: int) -> int:
     """VmRSS of a process in KiB (0 when it is gone)."""
     try:
@@ -172,7 +183,7 @@ def unique_app(prefix: str) -> str:
 class Rec:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     timestamp_ms: int | None = None
 
 

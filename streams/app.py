@@ -54,6 +54,7 @@ log = logging.getLogger("healer.worker")
 SEEN_EVENTS = 256  # event ids remembered per target, to drop replayed signals
 BATCH = 500  # events per batch for ingest, decide and seal
 BATCH_WITHIN = 0.005  # seconds to wait for a batch to fill
+DEADLETTER_RAW_MAX = 128 * 1024  # bytes of a rejected input kept in its dead letter (6x JSON-escaped < 1 MB)
 
 
 def table_set(table: Any, event: Any, key: str, value: Any) -> None:
@@ -111,6 +112,7 @@ class HealerApp:
         self.states: dict[str, TargetState] = {}
         self.seen: dict[str, OrderedDict[str, None]] = {}
         self.applied: dict[str, int] = {}
+        self.generation = 0  # bumped on every revocation
         self.broker_ok = False
         self.started_at = _now()
         self.metrics = Metrics()
@@ -176,6 +178,7 @@ class HealerApp:
         @self.app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def _revoked(app: Any, revoked: Any, **kw: Any) -> None:
             # caches are only valid for partitions this process owns
+            self.generation += 1
             self.states.clear()
             self.seen.clear()
             self.applied.clear()
@@ -276,23 +279,29 @@ class HealerApp:
         if isinstance(result, Rejected):
             self.metrics.event(kind, "rejected")
             raw = value if isinstance(value, bytes | bytearray) else b""
+            # a dead letter must always fit in one record: an input near the broker's size
+            # limit plus the envelope (and JSON escaping) would not, and would crash ingest
+            # on every replay; keep the head, say how long the input was
+            kept = raw[:DEADLETTER_RAW_MAX]
             dl = {
                 "topic": topic,
                 "partition": msg.partition,
                 "offset": msg.offset,
                 "error": result.reason,
-                "raw": raw.decode("utf-8", errors="replace") if raw else None,
+                "raw": kept.decode("utf-8", errors="replace") if kept else None,
                 "raw_base64": None,
+                "raw_bytes": len(raw),
+                "raw_truncated": len(kept) < len(raw),
                 "time": format_time(now),
             }
-            if raw:
+            if kept:
                 try:
-                    raw.decode("utf-8")
+                    kept.decode("utf-8")
                 except UnicodeDecodeError:
                     import base64
 
                     dl["raw"] = None
-                    dl["raw_base64"] = base64.b64encode(raw).decode()
+                    dl["raw_base64"] = base64.b64encode(kept).decode()
             sends.append(self.t_deadletter.send(key=event.key, value=dumps(dl)))
             entry = for_event(
                 "event.rejected", EventRef(id=event_base), now, reason=result.reason,
@@ -336,17 +345,22 @@ class HealerApp:
             keys = [e.key.decode() if isinstance(e.key, bytes) else str(e.key) for e in events]
 
             async def once(events: list[Any] = events, keys: list[str] = keys) -> None:
+                generation = self.generation
                 sends: list[Awaitable[Any]] = []
-                touched: dict[str, Any] = {}
+                touched: dict[str, tuple[Any, TargetState, OrderedDict[str, None]]] = {}
                 for key, event in zip(keys, events, strict=True):
-                    if self._decide_one(key, event, sends):
-                        touched[key] = event
+                    changed = self._decide_one(key, event, sends)
+                    if changed is not None:
+                        touched[key] = (event, *changed)
                 # outputs first, state second: a crash in between replays the
                 # batch, which re-sends the same ids (dropped downstream)
                 await self._send_all(sends)
-                for key, event in touched.items():
-                    value = {"s": self.states[key].to_dict(), "o": event.message.offset,
-                             "seen": list(self.seen[key])}
+                if self.generation != generation:
+                    # a rebalance happened meanwhile: these partitions may be someone
+                    # else's now; their new owner replays from the committed offsets
+                    return
+                for key, (event, st, seen) in touched.items():
+                    value = {"s": st.to_dict(), "o": event.message.offset, "seen": list(seen)}
                     table_set(self.targets, event, key, value)
                     self.applied[key] = event.message.offset
 
@@ -359,13 +373,15 @@ class HealerApp:
 
             await self._retrying("decide", once, reset)
 
-    def _decide_one(self, key: str, event: Any, sends: list[Awaitable[Any]]) -> bool:
-        """Decide one signal; queue its outputs in ``sends``; True if state changed."""
+    def _decide_one(
+        self, key: str, event: Any, sends: list[Awaitable[Any]]
+    ) -> tuple[TargetState, OrderedDict[str, None]] | None:
+        """Decide one signal; queue its outputs in ``sends``; the state when it changed."""
         msg = loads(event.value)
         offset = event.message.offset
         st, applied, seen = self._state(key)
         if offset <= applied:
-            return False  # replay of a signal whose effects are already in the table
+            return None  # replay of a signal whose effects are already in the table
         sig = Signal.model_validate(msg["signal"])
         r = msg["route"]
         rt = Route(
@@ -405,7 +421,7 @@ class HealerApp:
             seen[sig.event_id] = None
             while len(seen) > SEEN_EVENTS:
                 seen.popitem(last=False)
-        return True
+        return st, seen
 
     def _audit_send(self, entry: AuditEntry) -> Awaitable[Any]:
         return self.t_audit_log.send(key=entry.routing_key().encode(), value=dumps(entry.body()))

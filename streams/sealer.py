@@ -111,12 +111,17 @@ class Sealer:
         self.chains: dict[int, PartitionChain] = {}
         self.sealed = 0
         self._producer: Any = None
+        self._producer_lock = asyncio.Lock()
 
     async def _get_producer(self) -> Any:
         from aiokafka import AIOKafkaProducer
 
+        async with self._producer_lock:
+            return await self._make_producer(AIOKafkaProducer)
+
+    async def _make_producer(self, cls: Any) -> Any:
         if self._producer is None:
-            producer = AIOKafkaProducer(
+            producer = cls(
                 bootstrap_servers=self.bootstrap, **security(), acks="all", enable_idempotence=True, linger_ms=2,
                 request_timeout_ms=30_000,
             )

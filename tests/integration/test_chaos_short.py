@@ -1,0 +1,53 @@
+"""The fault-injection suite in its short mode (bench/chaos, ``python -m bench.chaos.run --short``).
+
+Runs every scenario against real workers on the session's broker (the broker-restart
+scenario starts a broker of its own): SIGKILLed workers, a broker outage, a flaky
+Kubernetes API behind the fault proxy, Triton killed mid-reload, an alert storm against
+budgets and the global rate limit, and hostile input. Each must keep the invariants:
+0 lost valid events, 0 duplicate executions, every audit chain verifies, plus the
+scenario's own checks (printed on failure). A scenario that cannot run here (no Go
+toolchain for the kube harness, no Triton binary) is skipped with its reason; under
+``CI`` that is a failure, like the component tests themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from bench.chaos import run as chaos
+
+pytestmark = pytest.mark.integration
+
+BUDGET_S = 360  # the whole short mode, on a loaded 2-core machine
+
+
+@pytest.mark.timeout(900)
+def test_chaos_short_mode_keeps_the_invariants(kafka_bootstrap: str) -> None:
+    t0 = time.monotonic()
+    results = chaos.run(short=True, only=list(chaos.SCENARIOS), bootstrap=kafka_bootstrap)
+    took = time.monotonic() - t0
+    chaos.report(results)
+    print(f"chaos short mode took {took:.0f}s")
+    assert [r.scenario for r in results] == list(chaos.SCENARIOS)
+    problems = []
+    for r in results:
+        if r.skipped is not None:
+            if os.environ.get("CI"):
+                problems.append(f"{r.scenario}: skipped in CI: {r.skipped}")
+            continue
+        if r.error:
+            problems.append(f"{r.scenario}: {r.error}\n{r.detail.get('traceback', '')}")
+        if r.losses:
+            problems.append(f"{r.scenario}: {r.losses} valid events lost")
+        if r.duplicates:
+            problems.append(f"{r.scenario}: {r.duplicates} duplicates ({r.detail})")
+        if not r.chain_ok:
+            problems.append(f"{r.scenario}: audit chain does not verify: {r.detail.get('chain_problems')}")
+        problems += [f"{r.scenario}: check failed: {c}" for c in r.failed_checks()]
+        if r.events_in == 0:
+            problems.append(f"{r.scenario}: no valid events went in: the scenario tested nothing")
+    assert not problems, "\n".join(problems)
+    assert took < BUDGET_S * 2, f"short mode took {took:.0f}s (budget {BUDGET_S}s)"

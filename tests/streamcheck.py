@@ -1,0 +1,171 @@
+"""Shared machinery for the crash, rebalance and broker-restart tests: a
+deterministic input stream, its offline plan, and the invariants every run
+must keep (each input received exactly once, no action run twice, executed
+actions == the offline plan, audit chains verify)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from healer.chain import verify
+from healer.cli.emit_cmd import parse_input
+from healer.loader import load_policy_set
+from healer.replay import Replayer, read_lines
+from streams.client import OutRecord, produce
+from tests.workers import read_until
+
+POLICIES = """
+apiVersion: healer/v1
+kind: Policy
+metadata: {name: crash-alert}
+spec:
+  trigger:
+    alert:
+      matchers: ['alertname="InferenceDegraded"']
+  target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.deployment }}"}
+  actions:
+    - {use: healer.noop, with: {message: scale}, times: 2}
+    - {use: healer.noop, with: {message: page}}
+  guards:
+    cooldown: 20s
+    budget: {max: 6, per: 10m}
+---
+apiVersion: healer/v1
+kind: Policy
+metadata: {name: crash-metric}
+spec:
+  trigger:
+    metric:
+      name: llm_request_latency_p99_seconds
+      group_by: [namespace, deployment]
+      aggregate: avg
+      window: 1m
+      op: ">"
+      threshold: 5
+      for: 10s
+  target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.deployment }}"}
+  actions:
+    - {use: healer.noop, with: {message: scale}}
+  guards: {cooldown: 45s}
+"""
+
+
+def make_events(n: int, seed: int = 11) -> list[str]:
+    """Alerts for 25 targets and metric samples for 25 others, in time order."""
+    rng = random.Random(seed)
+    t0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+    lines = []
+    for i in range(n):
+        t = t0 + timedelta(seconds=i * 0.5)
+        ts = t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        if i % 2 == 0:
+            dep = f"svc-{(i // 2) % 25}"
+            status = "resolved" if rng.random() < 0.08 else "firing"
+            starts = (t - timedelta(seconds=rng.randrange(0, 600))).strftime("%Y-%m-%dT%H:%M:%SZ")
+            alert = {"status": status, "labels": {"alertname": "InferenceDegraded", "namespace": "llm-prod",
+                                                  "deployment": dep}, "startsAt": starts}
+            lines.append(json.dumps({"time": ts, "alert": alert}))
+        else:
+            dep = f"svc-{25 + (i // 2) % 25}"
+            value = rng.uniform(2.0, 8.0) if (i // 100) % 3 else rng.uniform(5.5, 9.0)
+            sample = {"name": "llm_request_latency_p99_seconds", "value": round(value, 3),
+                      "labels": {"namespace": "llm-prod", "deployment": dep}, "timestamp": ts}
+            lines.append(json.dumps({"time": ts, "metric": sample}))
+    return lines
+
+
+@dataclass
+class Scenario:
+    policies: Path
+    lines: list[str]
+    expected: set[str]  # action ids the offline replay executes
+
+    @classmethod
+    def build(cls, tmp: Path, n: int, seed: int = 11) -> Scenario:
+        pol = tmp / "policies"
+        pol.mkdir(exist_ok=True)
+        (pol / "p.yaml").write_text(POLICIES)
+        lines = make_events(n, seed)
+        plan = Replayer(load_policy_set([pol])).run(read_lines(lines))
+        expected = {d.action_id for d in plan if d.decision == "execute" and d.action_id}
+        assert len(expected) > 20, "the scenario should make plenty of actions"
+        return cls(pol, lines, expected)
+
+    def batches(self, app: str, parts: int) -> list[dict[str, list[OutRecord]]]:
+        """The input as ``parts`` chunks of records per topic, as `healer emit` keys them."""
+        records = parse_input("\n".join(self.lines), None)
+        size = max(1, len(records) // parts)
+        out = []
+        for start in range(0, len(records), size):
+            chunk: dict[str, list[OutRecord]] = {}
+            for topic, key, value, ts in records[start:start + size]:
+                chunk.setdefault(f"{app}.{topic}", []).append(OutRecord(key, value, ts))
+            out.append(chunk)
+        return out
+
+
+def emit_batch(bootstrap: str, batch: dict[str, list[OutRecord]]) -> None:
+    for topic, recs in batch.items():
+        asyncio.run(produce(bootstrap, topic, recs))
+
+
+async def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await c.start()
+    try:
+        await c._client.force_metadata_update()
+        tps = [TopicPartition(t, p) for t in topics for p in (c.partitions_for_topic(t) or set())]
+        ends = await c.end_offsets(tps)
+        return {(tp.topic, tp.partition): off for tp, off in ends.items()}
+    finally:
+        await c.stop()
+
+
+def check_invariants(sc: Scenario, bootstrap: str, app: str, log_tail: str = "",
+                     timeout: float = 300) -> dict[str, Any]:
+    """Wait until every input and expected action has settled, then assert the invariants."""
+    n = len(sc.lines)
+
+    def settled(recs: list[dict[str, Any]]) -> bool:
+        ended = {r["action_id"] for r in recs if r.get("kind") in ("action.verified", "action.failed")}
+        received = {r["event"]["id"] for r in recs if r.get("kind") == "event.received"}
+        return len(received) >= n and ended >= sc.expected
+
+    audit = read_until(bootstrap, f"{app}.audit", settled, timeout=timeout)
+    received = Counter(r["event"]["id"] for r in audit if r.get("kind") == "event.received")
+    if len(received) != n:
+        ends = asyncio.run(end_offsets(bootstrap, [f"{app}.alerts", f"{app}.metrics"]))
+        all_ids = {f"{t}:{p}:{o}" for (t, p), end in ends.items() for o in range(end)}
+        missing = sorted(all_ids - set(received))
+        log = read_until(bootstrap, f"{app}.audit-log", lambda r: False, timeout=20)
+        in_log = {r["event"]["id"] for r in log if r.get("kind") == "event.received"} & set(missing)
+        pytest.fail(f"{len(received)} of {n} inputs received; missing {missing[:20]}; "
+                    f"of those in the audit-log: {sorted(in_log)[:20]}\n{log_tail}")
+    assert max(received.values()) == 1, [k for k, v in received.items() if v > 1][:5]
+
+    running = Counter(r["action_id"] for r in audit if r.get("kind") == "action.running")
+    assert max(running.values()) == 1, [k for k, v in running.items() if v > 1]
+    interrupted = {r["action_id"] for r in audit if r.get("kind") == "action.failed"
+                   and (r.get("detail") or {}).get("interrupted")}
+    executed = set(running)
+    assert interrupted <= executed
+    assert executed == sc.expected, (
+        f"missing {sorted(sc.expected - executed)[:5]}, unexpected {sorted(executed - sc.expected)[:5]}"
+    )
+    queued = Counter(r["action_id"] for r in audit if r.get("kind") == "action.queued")
+    assert set(queued) == sc.expected and max(queued.values()) == 1
+    report = verify(audit)
+    assert report.ok, [str(p) for p in report.problems]
+    return {"inputs": n, "actions": len(sc.expected), "interrupted": len(interrupted),
+            "audit_records": len(audit)}
