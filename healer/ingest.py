@@ -43,11 +43,11 @@ def _first_error(exc: ValidationError) -> str:
     return "schema: " + "; ".join(parts) + more
 
 
-def decode_json(raw: bytes | None) -> Any | Rejected:
+def decode_json(raw: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> Any | Rejected:
     if raw is None:
         return Rejected("empty record (no value)")
-    if len(raw) > MAX_RECORD_BYTES:
-        return Rejected(f"oversize: {len(raw)} bytes > {MAX_RECORD_BYTES}")
+    if len(raw) > max_bytes:
+        return Rejected(f"oversize: {len(raw)} bytes > {max_bytes}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -109,19 +109,23 @@ def signals_from_samples(samples: list[MetricSample], time: datetime, event_base
     return [metric_signal(s, time, f"{event_base}#{i}") for i, s in enumerate(samples)]
 
 
-def parse_record(kind: str, raw: bytes | None, time: datetime, event_base: str) -> list[Signal] | Rejected:
+def parse_record(
+    kind: str, raw: bytes | None, time: datetime, event_base: str, max_bytes: int = MAX_RECORD_BYTES
+) -> list[Signal] | Rejected:
     """Bytes from the alerts or metrics topic -> signals (event time rules of DESIGN.md).
 
     Never raises on input: whatever cannot become a signal is a Rejected with a reason.
     """
     try:
-        return _parse_record(kind, raw, time, event_base)
+        return _parse_record(kind, raw, time, event_base, max_bytes)
     except (ValueError, TypeError, OverflowError, OSError, RecursionError) as exc:
         return Rejected(f"invalid: {type(exc).__name__}: {str(exc)[:200]}")
 
 
-def _parse_record(kind: str, raw: bytes | None, time: datetime, event_base: str) -> list[Signal] | Rejected:
-    data = decode_json(raw)
+def _parse_record(
+    kind: str, raw: bytes | None, time: datetime, event_base: str, max_bytes: int
+) -> list[Signal] | Rejected:
+    data = decode_json(raw, max_bytes)
     if isinstance(data, Rejected):
         return data
     if kind == "alerts":

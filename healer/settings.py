@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=6, ge=1, le=1000)
     topic_replicas: int = Field(default=1, ge=1)
     create_topics: bool = True
+    # records above this are dead-lettered as oversize (keep it <= the broker's message.max.bytes)
+    max_record_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_concurrent_actions: int = Field(default=16, ge=1)
     action_timeout: str = "15m"
     session_timeout: str = "10s"

@@ -274,7 +274,7 @@ class HealerApp:
         event_base = f"{topic}:{msg.partition}:{msg.offset}"
         record_time = datetime.fromtimestamp(msg.timestamp, tz=UTC) if msg.timestamp else _now()
         value = event.value
-        result = parse_record(kind, value, record_time, event_base)
+        result = parse_record(kind, value, record_time, event_base, self.settings.max_record_bytes)
         now = _now()
         if isinstance(result, Rejected):
             self.metrics.event(kind, "rejected")

@@ -1,6 +1,6 @@
 """Chaos: SIGKILL the worker at random moments while it works, restart it each time.
 
-20,000 alerts and metric samples for 50 targets (``--short``: 3,000, 3 kills)
+20,000 alerts and metric samples for 50 targets (``--short``: 2,000, 3 kills)
 are produced in chunks; after chunks the worker is killed with SIGKILL after a
 random 0.2-2.5 s and a new one is started, 10 times. Afterwards every valid input
 must be ``event.received`` exactly once, the set of executed actions
@@ -26,7 +26,7 @@ from bench.chaos.common import (
     wait_settled,
 )
 
-SHORT = (3_000, 3)  # events, kills
+SHORT = (2_000, 3)  # events, kills
 FULL = (20_000, 10)
 
 

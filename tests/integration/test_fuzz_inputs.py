@@ -12,12 +12,13 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.errors import NonInteractiveExampleWarning
 
-from healer.ingest import MAX_RECORD_BYTES, Rejected, parse_record
+from healer.ingest import Rejected, parse_record
 from healer.timeutil import parse_time
 from tests.workers import WorkerFactory, emit, read_until
 
 pytestmark = pytest.mark.integration
 
+T0 = parse_time("2026-11-21T00:00:00Z")
 N_BAD = 10_000
 N_GOOD = 500
 
@@ -46,19 +47,21 @@ malformed = st.one_of(
     st.sampled_from(["3", "5", "", None, 4]).map(
         lambda v: json.dumps({"version": v, "alerts": [{"labels": {"a": "b"}}]}).encode()),  # unknown version
     st.integers(min_value=1, max_value=64).map(lambda n: (b"[" * (2000 + n)) + (b"]" * (2000 + n))),  # deep
-    st.just(json.dumps({"labels": {"alertname": "Valid", "big": "x" * (MAX_RECORD_BYTES + 10)}}).encode()),
-    st.text(max_size=20).map(lambda t: json.dumps({"labels": {"alertname": "Valid", "n": t * 2000 + "x" * 20000}})
-                             .encode()),  # a label over 16 KB
+    st.text(max_size=5).map(lambda t: json.dumps({"labels": {"alertname": "Valid", "n": t * 500 + "x" * 17000}})
+                            .encode()),  # a label over 16 KB
 )
+MAX_BYTES = 64 * 1024  # the worker's HEALER_MAX_RECORD_BYTES in this test
+OVERSIZE = [json.dumps({"labels": {"alertname": "Valid", "big": "x" * (MAX_BYTES + n)}}).encode()
+            for n in range(1, 21)]  # 20 oversize records
 
 
 def generate(n: int) -> list[bytes]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NonInteractiveExampleWarning)
-        out: list[bytes] = []
+        out: list[bytes] = list(OVERSIZE)
         while len(out) < n:
             raw = malformed.example()
-            if isinstance(parse_record("alerts", raw, parse_time("2026-11-21T00:00:00Z"), "x"), Rejected):
+            if isinstance(parse_record("alerts", raw, T0, "x", MAX_BYTES), Rejected):
                 out.append(raw)
     return out
 
@@ -69,8 +72,9 @@ def test_malformed_records_never_stop_valid_ones(
     pol = tmp_path / "p"
     pol.mkdir()
     (pol / "p.yaml").write_text(POLICY)
-    w = healer_worker.start(pol, unique_app_id)
+    w = healer_worker.start(pol, unique_app_id, HEALER_MAX_RECORD_BYTES=str(MAX_BYTES))
     bad = generate(N_BAD)
+    assert sum(b.startswith(b'{"labels": {"alertname": "Valid", "big"') for b in bad) == len(OVERSIZE)
     good = [json.dumps({"labels": {"alertname": "Valid", "namespace": "ns", "deployment": f"d{i}"}}).encode()
             for i in range(N_GOOD)]
     stream: list[bytes] = []
