@@ -133,6 +133,7 @@ class HealerApp:
             topic_replication_factor=settings.topic_replicas,
             web_enabled=False,
             producer_acks=-1,
+            producer_linger_ms=5,  # batch sends: every send alone is one request otherwise
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=1.0,
             broker_max_poll_interval=max(300.0, settings.action_timeout_seconds() + 60),

@@ -1,6 +1,6 @@
 """Chaos: an alert storm against budgets and the global rate limit.
 
-50,000 alerts in 10 s for 500 targets (``--short``: 5,000 in 2 s for 100), with
+50,000 alerts in 10 s for 500 targets (``--short``: 3,000 in 2 s for 100), with
 repeats (Alertmanager re-sends) and distinct incidents, on one worker whose
 policy has a cooldown and a budget and whose config (``HEALER_CONFIG`` YAML)
 sets a global ``rate_limit`` of 100 actions per minute (``--short``: 20). The
@@ -66,7 +66,7 @@ async def storm(bootstrap: str, app: str, n: int, seconds: float, targets: int) 
 
 
 def run(ctx: Ctx) -> Result:
-    n, seconds, targets, limit = (5_000, 2.0, 100, 20) if ctx.short else (50_000, 10.0, 500, 100)
+    n, seconds, targets, limit = (3_000, 2.0, 100, 20) if ctx.short else (50_000, 10.0, 500, 100)
     res = Result("alert_storm")
     d = ctx.dir("alert_storm")
     pol = d / "policies"

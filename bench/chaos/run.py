@@ -51,10 +51,10 @@ def run_one(name: str, ctx: Ctx) -> Result:
     return res
 
 
-def run(short: bool, only: list[str], bootstrap: str | None) -> list[Result]:
+def run(short: bool, only: list[str], bootstrap: str | None, keep: str | None = None) -> list[Result]:
     results = []
     with h.broker(bootstrap, "chaos") as bs, tempfile.TemporaryDirectory(prefix="healer-chaos-") as tmp:
-        ctx = Ctx(bootstrap=bs, tmp=Path(tmp), short=short)
+        ctx = Ctx(bootstrap=bs, tmp=Path(keep or tmp), short=short)
         for name in only:
             results.append(run_one(name, ctx))
     return results
@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--short", action="store_true", help="CI mode: smaller numbers")
     ap.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenario names")
     ap.add_argument("--bootstrap", default=None)
+    ap.add_argument("--keep", default=None, metavar="DIR",
+                    help="scratch dir to keep (worker logs, broker data) instead of a temp dir")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
     h.exit_on_sigterm()
     t0 = time.monotonic()
-    results = run(args.short, only, args.bootstrap)
+    results = run(args.short, only, args.bootstrap, args.keep)
     report(results)
     ok = all(r.ok for r in results)
     print(f"chaos {'short' if args.short else 'full'}: {'PASS' if ok else 'FAIL'} "
