@@ -40,6 +40,9 @@ demo: install ## embedded Kafka + worker + sample incident + audit trail, then c
 bench: install ## benchmarks; tables on stdout, JSON in bench/results/
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+chaos: install ## fault-injection scenarios (full); CI runs the short mode as a test
+	$(BIN)/python -m bench.chaos.run
+
 kafka-up: install ## start the embedded broker (prints bootstrap)
 	$(BIN)/healer kafka up
 

@@ -110,24 +110,22 @@ class Sealer:
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.chains: dict[int, PartitionChain] = {}
         self.sealed = 0
-        self._producer: Any = None
-        self._producer_lock = asyncio.Lock()
 
-    async def _get_producer(self) -> Any:
+    async def _new_producer(self) -> Any:
+        """A fresh idempotent producer for one partition task.
+
+        Each task owns its producer and makes a new one whenever it restarts:
+        after a long broker outage an idempotent producer can be left with a
+        sequence the broker no longer accepts (OutOfOrderSequenceNumber).
+        """
         from aiokafka import AIOKafkaProducer
 
-        async with self._producer_lock:
-            return await self._make_producer(AIOKafkaProducer)
-
-    async def _make_producer(self, cls: Any) -> Any:
-        if self._producer is None:
-            producer = cls(
-                bootstrap_servers=self.bootstrap, **security(), acks="all", enable_idempotence=True, linger_ms=2,
-                request_timeout_ms=30_000,
-            )
-            await producer.start()
-            self._producer = producer
-        return self._producer
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, **security(), acks="all", enable_idempotence=True,
+            linger_ms=2, request_timeout_ms=30_000,
+        )
+        await producer.start()
+        return producer
 
     async def assign(self, partitions: set[int]) -> None:
         for p in sorted(partitions):
@@ -145,14 +143,9 @@ class Sealer:
                 await t
         for p in parts:
             self.chains.pop(p, None)
-        if self._producer is not None:
-            await self._producer.flush()
 
     async def close(self) -> None:
         await self.revoke()
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
 
     @property
     def owned(self) -> list[int]:
@@ -177,14 +170,14 @@ class Sealer:
         self.chains[partition] = pc
         log.info("audit chain %s resumes at seq %s (audit-log offset %s)",
                  partition, pc.head.next_seq, pc.last_source_offset + 1)
-        producer = await self._get_producer()
+        producer = await self._new_producer()
         tp = TopicPartition(self.audit_log_topic, partition)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, **security(), group_id=None, enable_auto_commit=False,
             fetch_max_wait_ms=50, max_partition_fetch_bytes=4 * 1024 * 1024,
         )
-        await consumer.start()
         try:
+            await consumer.start()
             consumer.assign([tp])
             begin = (await consumer.beginning_offsets([tp]))[tp]
             consumer.seek(tp, max(begin, pc.last_source_offset + 1))
@@ -200,7 +193,8 @@ class Sealer:
                     await asyncio.gather(*futs)
                     self.sealed += len(futs)
         finally:
-            await consumer.stop()
+            # a cancelled task (revocation) still finishes or fails its in-flight writes here
+            await asyncio.gather(consumer.stop(), producer.stop(), return_exceptions=True)
 
     def seal(self, partition: int, offset: int, body: dict[str, Any]) -> dict[str, Any] | None:
         """The sealed record for an entry, or None when it was sealed before."""

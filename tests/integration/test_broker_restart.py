@@ -3,6 +3,7 @@ continues; nothing is lost and nothing runs twice."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def test_worker_rides_out_a_broker_restart(
     emit_batch(kafka_bootstrap, batches[1])
     time.sleep(1.0)
     restartable_kafka.stop()  # mid-stream: the worker is still digesting the first half
-    time.sleep(10)
+    time.sleep(float(os.environ.get("HEALER_TEST_OUTAGE_SECONDS", "10")))
     assert w.proc.poll() is None, "the worker must not die while the broker is away\n" + w.log_tail()
     restartable_kafka.start()
     for batch in batches[2:]:
