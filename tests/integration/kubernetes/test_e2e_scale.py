@@ -4,6 +4,7 @@ the audit chain. A real `healer run` worker process does all of it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -65,3 +66,7 @@ def test_alert_scales_a_real_deployment_and_audits_every_step(
     report = verify(audit)
     assert report.ok, [str(p) for p in report.problems]
     assert w.stop() == 0
+    # leave the shared fake nodes empty: node tests count the pods they drain
+    admin.apps.delete_namespaced_deployment("vllm", namespace, propagation_policy="Foreground")
+    with contextlib.suppress(Exception):  # best effort; the namespace goes anyway
+        admin.wait("e2e pods gone", lambda: not admin.pods(namespace), 60)
