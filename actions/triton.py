@@ -42,6 +42,7 @@ import copy
 import json
 import logging
 import time
+from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -444,9 +445,9 @@ class _TritonExecutor(Executor):
         smoke = getattr(ctx.params, "smoke", None)
         return smoke if isinstance(smoke, SmokeTest) else None
 
+    @abstractmethod
     def _desired(self, ctx: ActionContext, before: dict[str, Any]) -> dict[str, Any]:
         """Per server: {"config": dict | None, "expect_ready": [...] | None, "exact": bool}."""
-        raise NotImplementedError
 
     # -- lifecycle
 
