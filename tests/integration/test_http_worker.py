@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -91,6 +92,16 @@ def total(smp: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, 
     return sum(v for (n, lb), v in smp.items() if n == name and want <= set(lb))
 
 
+def gauge_settles(w: Worker, name: str, want: float, timeout: float = 30.0) -> float:
+    """The pending table is written after the audit entry it follows: poll the gauge until it agrees."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = total(samples(w), name)
+        if got == want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
 def policies(tmp: Path) -> Path:
     pol = tmp / "policies"
     pol.mkdir()
@@ -139,7 +150,7 @@ def test_webhook_auth_approvals_metrics_and_logs(
     code, body = call(w, "GET", "/api/v1/approvals")
     assert code == 200 and [a["action_id"] for a in body["approvals"]] == [aid]
     assert body["approvals"][0]["state"] == "pending" and body["approvals"][0]["target"]["name"] == "gpu-7"
-    assert total(samples(w), "healer_pending_approvals") == 1
+    assert gauge_settles(w, "healer_pending_approvals", 1) == 1
     assert call(w, "POST", f"/api/v1/approvals/{aid}/approve", {"actor": "mallory"})[0] == 401
     assert call(w, "POST", f"/api/v1/approvals/{aid}/approve", {"actor": "mallory"}, token=HOOK_TOKEN)[0] == 401
     code, body = call(w, "POST", f"/api/v1/approvals/{aid}/deny", {"actor": "bob"}, token=API_TOKEN)
@@ -172,6 +183,7 @@ def test_webhook_auth_approvals_metrics_and_logs(
     assert [a["state"] for a in body["approvals"]] == ["approved"]
 
     # metrics after the traffic
+    assert gauge_settles(w, "healer_pending_approvals", 0) == 0
     smp = samples(w)
     assert total(smp, "healer_events_total", topic="alerts", outcome="received") >= 2
     assert total(smp, "healer_events_total", topic="alerts", outcome="rejected") >= 1
@@ -181,7 +193,6 @@ def test_webhook_auth_approvals_metrics_and_logs(
     assert total(smp, "healer_action_duration_seconds_count", use="healer.noop") >= 3
     assert total(smp, "healer_alert_to_action_seconds_count") >= 2
     assert total(smp, "healer_ready") == 1
-    assert total(smp, "healer_pending_approvals") == 0
     assert any(n == "healer_consumer_lag" for n, _ in smp)
     assert total(smp, "healer_http_requests_total", route="/api/v1/alerts", code="401") == 2
 
