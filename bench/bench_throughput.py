@@ -77,7 +77,8 @@ async def raw_consume(bootstrap: str, topics: list[str], n: int, decode: bool) -
 
 
 def profile_worker(pid: int, seconds: float, out: Path) -> list[tuple[str, float]]:
-    """py-spy the worker for ``seconds``; the top functions by own (self) samples, in %."""
+    """py-spy the worker for ``seconds``; the top functions by own (self) samples, in %,
+    then the project's own functions by inclusive samples (``incl`` prefix)."""
     cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-d", str(int(seconds)),
            "-r", "50", "-f", "raw", "-o", str(out), "--nonblocking"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
@@ -85,6 +86,7 @@ def profile_worker(pid: int, seconds: float, out: Path) -> list[tuple[str, float
         print(f"py-spy failed: {res.stderr[-500:]}", file=sys.stderr)
         return []
     own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
     total = 0
     for line in out.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -92,8 +94,12 @@ def profile_worker(pid: int, seconds: float, out: Path) -> list[tuple[str, float
             continue
         frames = stack.split(";")
         own[frames[-1]] += int(count)
+        for f in set(frames):
+            if any(f"({pkg}/" in f for pkg in ("healer", "streams", "actions")):
+                incl[f] += int(count)
         total += int(count)
-    return [(f, 100.0 * c / total) for f, c in own.most_common(25)]
+    return ([(f, 100.0 * c / total) for f, c in own.most_common(25)]
+            + [(f"incl {f}", 100.0 * c / total) for f, c in incl.most_common(25)])
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -122,7 +128,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             top: list[tuple[str, float]] = []
             if args.profile:
                 time.sleep(3)
-                top = profile_worker(w.proc.pid, args.profile_seconds, tmp / "pyspy.txt")
+                top = profile_worker(w.proc.pid, args.profile_seconds,
+                                     Path(args.profile_raw) if args.profile_raw else tmp / "pyspy.txt")
             ok, lag = h.wait_drained(bs, app, timeout=args.timeout, progress=15, workers=[w])
             cpu = h.cpu_seconds(w.proc.pid) - cpu0
             rss1 = h.rss_kb(w.proc.pid)
@@ -179,8 +186,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           f"healer / ConsumerPerformance: {ratio_perf if ratio_perf is None else round(ratio_perf, 4)}")
     print(f"worker RSS {rss0 // 1024} MiB at start, {rss1 // 1024} MiB after; load {h.load_avg()}")
     if top:
-        print("py-spy: hottest functions (own samples, %):")
-        for f, pct in top[:20]:
+        print("py-spy: hottest functions (own samples, %; then 'incl': healer's own functions, inclusive):")
+        for f, pct in top:
             print(f"  {pct:5.1f}  {f}")
     result.update({
         "policies": n_pol, "produce_seconds": round(produce_s, 2), "rows": rows,
@@ -202,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--profile", action="store_true", help="py-spy the worker while it works")
     ap.add_argument("--profile-seconds", type=float, default=30.0)
+    ap.add_argument("--profile-raw", default=None, help="keep py-spy's raw stacks in this file")
     ap.add_argument("--log-level", default="INFO", help="the worker's HEALER_LOG_LEVEL")
     ap.add_argument("--worker-env", action="append", metavar="KEY=VALUE",
                     help="extra environment for the worker (repeatable), e.g. PRODUCER_LINGER=0.002")

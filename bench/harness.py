@@ -330,7 +330,8 @@ def backlog(bootstrap: str, app: str) -> dict[str, int]:
     inputs and actions: the group's committed lag; ``signals``: end offset minus the last
     applied offset in the targets table's changelog (``o``), per partition; ``audit-log``:
     end offset minus the last sealed source offset found on ``audit``. Also the raw committed
-    lag Faust reports for signals and audit-log (``faust_committed_lag_*``).
+    lag Faust reports for signals (``faust_committed_lag_signals``; no consumer group reads the
+    audit-log: the sealer reads it by offset).
     """
     out = lag(bootstrap, app, [f"{app}.alerts", f"{app}.metrics", f"{app}.actions"])
     ends = end_offsets(bootstrap, [f"{app}.signals", f"{app}.audit-log"])
@@ -347,9 +348,8 @@ def backlog(bootstrap: str, app: str) -> dict[str, int]:
                                 for (t, p), end in ends.items() if t.endswith(".signals"))
     out[f"{app}.audit-log"] = sum(max(0, end - sealed.get(p, -1) - 1)
                                   for (t, p), end in ends.items() if t.endswith(".audit-log"))
-    raw = lag(bootstrap, app, [f"{app}.signals", f"{app}.audit-log"])
+    raw = lag(bootstrap, app, [f"{app}.signals"])
     out["faust_committed_lag_signals"] = raw[f"{app}.signals"]
-    out["faust_committed_lag_audit_log"] = raw[f"{app}.audit-log"]
     return out
 
 

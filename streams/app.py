@@ -45,6 +45,8 @@ from healer.state import GlobalState, TargetState
 from healer.timeutil import format_time, to_millis
 from streams.client import security
 from streams.codec import dumps, loads
+from streams.faust_fixes import install as install_faust_fixes
+from streams.gaps import Gap, GapGuard
 from streams.metrics import Metrics
 from streams.sealer import Sealer
 from streams.topics import TopicNames
@@ -102,6 +104,7 @@ class HealerApp:
         registry: ExecutorRegistry,
         retry: RetryPolicy | None = None,
     ) -> None:
+        install_faust_fixes()
         self.settings = settings
         self.policies = policies
         self.engine: EngineSettings = settings.engine()
@@ -165,6 +168,7 @@ class HealerApp:
         self.action_slots = asyncio.Semaphore(settings.max_concurrent_actions)
         self.action_timeout = settings.action_timeout_seconds()
         self.runner = Runner(registry, self.audit, retry=retry)
+        self.gaps = GapGuard(self.bootstrap, self._committed, security, self._on_gap)
 
         self.app.agent(self.t_alerts, name="ingest-alerts")(self._ingest("alerts"))
         self.app.agent(self.t_metrics, name="ingest-metrics")(self._ingest("metrics"))
@@ -172,7 +176,6 @@ class HealerApp:
         self.app.agent(self.t_approvals_in, name="approvals")(self._approvals)
         # concurrency: a slow action holds one actor; others go on with other targets
         self.app.agent(self.t_actions, name="execute", concurrency=settings.max_concurrent_actions)(self._execute)
-        self.app.agent(self.t_audit_log, name="seal")(self._seal)
         self.app.timer(interval=5.0)(self._check_broker)
         self.app.timer(interval=10.0)(self._expire_approvals)
 
@@ -180,15 +183,16 @@ class HealerApp:
         async def _revoked(app: Any, revoked: Any, **kw: Any) -> None:
             # caches are only valid for partitions this process owns
             self.generation += 1
+            self.gaps.reset()
             self.states.clear()
             self.seen.clear()
             self.applied.clear()
             # stop sealing (and finish in-flight writes) before another worker takes over
-            await self.sealer.revoke({tp.partition for tp in revoked if tp.topic == self.names.audit_log})
+            await self.sealer.revoke(self._seal_partitions(revoked))
 
         @self.app.on_partitions_assigned.connect  # type: ignore[arg-type]
         async def _assigned(app: Any, assigned: Any, **kw: Any) -> None:
-            await self.sealer.assign({tp.partition for tp in assigned if tp.topic == self.names.audit_log})
+            await self.sealer.assign(self._seal_partitions(assigned))
 
     TABLES = ("targets", "ledger", "pending")
 
@@ -215,7 +219,7 @@ class HealerApp:
         """Write an unsealed entry and wait for the broker's ack; retry while the
         broker is unreachable (a lost audit record is not an option)."""
         async def once() -> None:
-            fut = await self.t_audit_log.send(key=entry.routing_key().encode(), value=dumps(entry.body()))
+            fut = await self._audit_send(entry)
             await fut
 
         await self._retrying("audit", once)
@@ -251,6 +255,32 @@ class HealerApp:
                 logging.shutdown()
                 os._exit(70)
 
+    def _committed(self, topic: str, partition: int) -> int | None:
+        """The committed offset Faust sought ``topic[partition]`` to (None when unknown)."""
+        try:
+            consumer: Any = self.app.consumer
+            off = consumer._committed_offset.get((topic, partition))
+        except Exception:  # consumer not started
+            return None
+        return int(off) if off is not None else None
+
+    def _on_gap(self, gap: Gap, records: int) -> None:
+        self.metrics.gap(gap.topic, records)
+
+    async def _filled(self, stage: str, events: list[Any]) -> list[Any]:
+        """``events`` plus any records the stream skipped before them (streams.gaps)."""
+        out: list[Any] = []
+
+        async def once() -> None:
+            out[:] = await self.gaps.fill(events)
+
+        await self._retrying(f"{stage} (reading skipped records)", once)
+        return out
+
+    def _gaps_done(self) -> None:
+        if self.gaps.filled:
+            self.gaps.done(self.app.consumer)
+
     async def _send_all(self, sends: list[Awaitable[Any]]) -> None:
         futs = [await s for s in sends]
         await asyncio.gather(*futs)
@@ -259,7 +289,9 @@ class HealerApp:
 
     def _ingest(self, kind: str) -> Any:
         async def agent(stream: Any) -> None:
-            async for events in stream.take_events(BATCH, within=BATCH_WITHIN):
+            async for taken in stream.take_events(BATCH, within=BATCH_WITHIN):
+                events = await self._filled(f"ingest-{kind}", taken)
+
                 async def once(events: list[Any] = events) -> None:
                     sends: list[Awaitable[Any]] = []
                     for event in events:
@@ -267,6 +299,7 @@ class HealerApp:
                     await self._send_all(sends)
 
                 await self._retrying(f"ingest-{kind}", once)
+                self._gaps_done()
         return agent
 
     def _ingest_one(self, kind: str, event: Any, sends: list[Awaitable[Any]]) -> None:
@@ -303,12 +336,12 @@ class HealerApp:
 
                     dl["raw"] = None
                     dl["raw_base64"] = base64.b64encode(kept).decode()
-            sends.append(self.t_deadletter.send(key=event.key, value=dumps(dl)))
+            sends.append(self._send(self.names.deadletter, event.key, dumps(dl)))
             entry = for_event(
                 "event.rejected", EventRef(id=event_base), now, reason=result.reason,
                 detail={"topic": topic, "partition": msg.partition, "offset": msg.offset, "bytes": len(raw)},
             )
-            sends.append(self.t_audit_log.send(key=entry.routing_key().encode(), value=dumps(entry.body())))
+            sends.append(self._audit_send(entry))
             return
         self.metrics.event(kind, "received")
         for sig in result:
@@ -318,7 +351,7 @@ class HealerApp:
                 detail={"topic": topic, "partition": msg.partition, "offset": msg.offset,
                         "kind": sig.kind, "routes": len(routes)},
             )
-            sends.append(self.t_audit_log.send(key=entry.routing_key().encode(), value=dumps(entry.body())))
+            sends.append(self._audit_send(entry))
             for rt in routes:
                 payload = {
                     "signal": sig.model_dump(mode="json"),
@@ -326,8 +359,8 @@ class HealerApp:
                               "policies": list(rt.policies), "failures": [list(f) for f in rt.failures]},
                     "ingested_at": format_time(now),
                 }
-                sends.append(self.t_signals.send(key=rt.key.encode(), value=dumps(payload),
-                                                 timestamp=to_millis(sig.time) / 1000.0))
+                sends.append(self._send(self.names.signals, rt.key.encode(), dumps(payload),
+                                        timestamp=to_millis(sig.time) / 1000.0))
 
     # ---------------------------------------------------------------- decide
 
@@ -342,7 +375,8 @@ class HealerApp:
         return st, self.applied[key], self.seen[key]
 
     async def _decide(self, stream: Any) -> None:
-        async for events in stream.take_events(BATCH, within=BATCH_WITHIN):
+        async for taken in stream.take_events(BATCH, within=BATCH_WITHIN):
+            events = await self._filled("decide", taken)
             keys = [e.key.decode() if isinstance(e.key, bytes) else str(e.key) for e in events]
 
             async def once(events: list[Any] = events, keys: list[str] = keys) -> None:
@@ -373,6 +407,7 @@ class HealerApp:
                     self.applied.pop(key, None)
 
             await self._retrying("decide", once, reset)
+            self._gaps_done()
 
     def _decide_one(
         self, key: str, event: Any, sends: list[Awaitable[Any]]
@@ -408,8 +443,8 @@ class HealerApp:
                 if d.decision == "execute":
                     self.metrics.action_queued(sig.kind, sig.time, now)
                     req = ActionRequest.from_decision(d)
-                    sends.append(self.t_actions.send(key=d.target.key().encode() if d.target else None,
-                                                     value=req.model_dump_json(by_alias=True).encode()))
+                    sends.append(self._send(self.names.actions, d.target.key().encode() if d.target else None,
+                                            req.model_dump_json(by_alias=True).encode()))
                 elif d.decision == "pending_approval":
                     req = ActionRequest.from_decision(d)
                     body = {
@@ -418,20 +453,27 @@ class HealerApp:
                         "request": req.model_dump(mode="json", by_alias=True),
                         "expires_at": now.timestamp() + (d.approval_timeout_seconds or 1800.0),
                     }
-                    sends.append(self.t_approval_requests.send(key=(d.action_id or "").encode(), value=dumps(body)))
+                    sends.append(self._send(self.names.approval_requests, (d.action_id or "").encode(), dumps(body)))
             seen[sig.event_id] = None
             while len(seen) > SEEN_EVENTS:
                 seen.popitem(last=False)
         return st, seen
 
     def _audit_send(self, entry: AuditEntry) -> Awaitable[Any]:
-        return self.t_audit_log.send(key=entry.routing_key().encode(), value=dumps(entry.body()))
+        return self._send(self.names.audit_log, entry.routing_key().encode(), dumps(entry.body()))
+
+    def _send(self, topic: str, key: bytes | None, value: bytes, timestamp: float | None = None) -> Awaitable[Any]:
+        """Hand one record to the producer (partitioned by key); await it for the delivery
+        future. Straight to Faust's producer: the topic/channel layer adds nothing here."""
+        return self.app.producer.send(topic, key, value, None, timestamp, None)
 
     # ---------------------------------------------------------------- approvals
 
     async def _approvals(self, stream: Any) -> None:
-        async for event in stream.events():
-            await self._retrying("approvals", functools.partial(self._approval_one, event))
+        async for taken in stream.events():
+            for event in await self._filled("approvals", [taken]):
+                await self._retrying("approvals", functools.partial(self._approval_one, event))
+            self._gaps_done()
 
     async def _approval_one(self, event: Any) -> None:
         try:
@@ -457,7 +499,7 @@ class HealerApp:
         if pend is None:
             if event.key != aid.encode():
                 # produced with another key: forward to the partition that owns this action
-                await (await self.t_approvals.send(key=aid.encode(), value=event.value))
+                await (await self._send(self.names.approvals, aid.encode(), event.value))
                 return
             rej = for_event("event.rejected", EventRef(id=f"{topic}:{event.message.partition}:{event.message.offset}"),
                             now, reason=f"unknown action id {aid[:80]!r}: no pending approval")
@@ -474,7 +516,7 @@ class HealerApp:
             await self._send_all([
                 self._audit_send(for_action("action.approved", req, now, actor=f"user:{actor}", reason=reason)),
                 self._audit_send(for_action("action.queued", req, now, actor=f"user:{actor}")),
-                self.t_actions.send(key=req.target.key().encode(), value=req.model_dump_json(by_alias=True).encode()),
+                self._send(self.names.actions, req.target.key().encode(), req.model_dump_json(by_alias=True).encode()),
             ])
             self.pending[aid] = {**entry, "state": "approved", "by": actor}
         elif decision == "expire":
@@ -506,8 +548,10 @@ class HealerApp:
     # ---------------------------------------------------------------- execute
 
     async def _execute(self, stream: Any) -> None:
-        async for event in stream.events():
-            await self._retrying("execute", functools.partial(self._execute_one, event))
+        async for taken in stream.events():
+            for event in await self._filled("execute", [taken]):
+                await self._retrying("execute", functools.partial(self._execute_one, event))
+            self._gaps_done()
 
     async def _execute_one(self, event: Any) -> None:
         try:
@@ -615,12 +659,12 @@ class HealerApp:
 
     # ---------------------------------------------------------------- seal
 
-    async def _seal(self, stream: Any) -> None:
-        # The sealer reads the audit-log by offset itself (streams.sealer); this
-        # agent only holds the partitions, so that the consumer group decides
-        # which worker seals which chain.
-        async for _events in stream.take_events(BATCH, within=0.5):
-            pass
+    def _seal_partitions(self, tps: Any) -> set[int]:
+        """The audit-log partitions this worker seals: the numbers of its ``signals``
+        partitions. The group gives each signals partition to one worker at a time,
+        so each chain has one writer; the sealer reads the audit-log by offset
+        itself (streams.sealer), so no agent consumes it through Faust."""
+        return {tp.partition for tp in tps if tp.topic == self.names.signals}
 
     # ---------------------------------------------------------------- health
 

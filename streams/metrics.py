@@ -66,6 +66,13 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("healer_ready", "1 when the worker is ready (see /readyz)", registry=r)
+        self.stream_gaps = Counter(
+            "healer_stream_gaps", "Ranges of records a stage was not handed by its stream and read "
+            "from the broker directly (streams.gaps)", ["topic"], registry=r,
+        )
+        self.stream_gap_records = Counter(
+            "healer_stream_gap_records", "Records read back by the gap guard", ["topic"], registry=r,
+        )
         self.http_requests = Counter(
             "healer_http_requests", "HTTP API requests by route and status code",
             ["route", "code"], registry=r,
@@ -76,6 +83,10 @@ class Metrics:
     def event(self, topic: str, outcome: str) -> None:
         """``outcome``: received | rejected | duplicate; ``topic``: alerts | metrics."""
         self.events.labels(topic=topic, outcome=outcome).inc()
+
+    def gap(self, topic: str, records: int) -> None:
+        self.stream_gaps.labels(topic=topic).inc()
+        self.stream_gap_records.labels(topic=topic).inc(records)
 
     def decision(self, policy: str, decision: str, reason: str | None) -> None:
         self.decisions.labels(policy=policy, decision=decision, reason=reason or "").inc()

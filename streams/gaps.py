@@ -1,0 +1,195 @@
+"""Offset-gap guard for the worker's stages.
+
+healer's topics are neither transactional nor compacted (changelogs aside),
+so the offsets of one partition are contiguous: a stage that is handed offset
+``N+k`` after ``N`` on a partition was never handed ``N+1 .. N+k-1``.
+faust-streaming (0.15.x) can do that around a rebalance: records its fetcher
+already read are dropped while the flow is suspended, and when the partition
+is sought back to its committed offset in the middle of such a fetch, the
+fetcher records the jump as a "gap", counts it as acknowledged and drops the
+re-fetched records as already read.
+
+Every stage passes each batch through :meth:`GapGuard.fill` first. The guard
+remembers, per partition and rebalance generation, the next offset it expects
+(starting from the committed offset Faust sought to); on a jump it reads the
+skipped range straight from the broker with a consumer of its own and returns
+those records (as :class:`Fetched` stand-ins for Faust events) ahead of the
+batch. Every stage is idempotent per offset, so handing over a record twice is
+harmless; not handing it over is what this prevents. After the stage has
+handled the batch, :meth:`GapGuard.done` tells Faust's consumer the range is
+processed, so its commits move past it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+log = logging.getLogger("healer.gaps")
+
+FETCH_TIMEOUT = 30.0  # seconds to read one skipped range
+
+
+@dataclass(frozen=True)
+class FetchedMessage:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float | None  # seconds, as on Faust's messages
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A record the guard read itself, shaped like the parts of a Faust event the stages use."""
+
+    key: bytes | None
+    value: bytes | None
+    message: FetchedMessage
+
+
+@dataclass(frozen=True)
+class Gap:
+    topic: str
+    partition: int
+    start: int  # first offset not handed over
+    end: int  # the offset that was handed over instead (exclusive end)
+
+
+@dataclass
+class OffsetTracker:
+    """Pure bookkeeping: the next offset expected per partition."""
+
+    expected: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.expected.clear()
+
+    def plan(
+        self, coords: Sequence[tuple[str, int, int]], committed: Callable[[str, int], int | None]
+    ) -> tuple[list[tuple[int, Gap]], dict[tuple[str, int], int]]:
+        """The gaps before the records at ``coords`` (topic, partition, offset), by
+        index, and the expected offsets to :meth:`apply` once they are handled.
+
+        ``committed`` seeds the first record of a partition (the offset the
+        consumer was sought to; ``None`` when unknown). Offsets below the
+        expected one are replays: allowed, and they do not move it back.
+        Nothing changes until :meth:`apply`, so a failed repair is tried again.
+        """
+        nxt: dict[tuple[str, int], int] = {}
+        gaps: list[tuple[int, Gap]] = []
+        for i, (topic, partition, offset) in enumerate(coords):
+            key = (topic, partition)
+            want = nxt[key] if key in nxt else self.expected.get(key)
+            if want is None:
+                want = committed(topic, partition)
+            if want is not None and offset > want:
+                gaps.append((i, Gap(topic, partition, want, offset)))
+            nxt[key] = max(offset + 1, want if want is not None else 0)
+        return gaps, nxt
+
+    def apply(self, nxt: dict[tuple[str, int], int]) -> None:
+        for key, off in nxt.items():
+            self.expected[key] = max(off, self.expected.get(key, 0))
+
+
+async def fetch_range(
+    bootstrap: str, topic: str, partition: int, start: int, end: int, security: dict[str, Any]
+) -> list[Fetched]:
+    """Records ``[start, end)`` of one partition (fewer when retention deleted some)."""
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest", **security,
+    )
+    await consumer.start()
+    out: list[Fetched] = []
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FETCH_TIMEOUT
+        while await consumer.position(tp) < end:
+            if loop.time() > deadline:
+                raise TimeoutError(f"reading {topic}[{partition}] {start}..{end - 1} took over {FETCH_TIMEOUT:g}s")
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1000)
+            for rec in batch.get(tp, []):
+                if start <= rec.offset < end:
+                    ts = rec.timestamp / 1000.0 if rec.timestamp is not None else None
+                    out.append(Fetched(rec.key, rec.value, FetchedMessage(topic, partition, rec.offset, ts)))
+    finally:
+        await consumer.stop()
+    return out
+
+
+class GapGuard:
+    """Per-stage gap detection and repair; see the module docstring."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        committed: Callable[[str, int], int | None],
+        security: Callable[[], dict[str, Any]],
+        on_gap: Callable[[Gap, int], None] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.committed = committed
+        self.security = security
+        self.on_gap = on_gap
+        self.tracker = OffsetTracker()
+        self.filled: list[Gap] = []
+
+    def reset(self) -> None:
+        """A rebalance: partitions are sought to their committed offsets again."""
+        self.tracker.reset()
+        self.filled.clear()
+
+    async def fill(self, events: Sequence[Any]) -> list[Any]:
+        """``events`` with every skipped record put back in front of the event after it.
+
+        Raises on broker trouble with nothing recorded: call it again.
+        """
+        coords = [(ev.message.topic, ev.message.partition, ev.message.offset) for ev in events]
+        gaps, nxt = self.tracker.plan(coords, self.committed)
+        if not gaps:
+            self.tracker.apply(nxt)
+            return list(events)
+        out: list[Any] = []
+        last = 0
+        found: list[tuple[Gap, int]] = []
+        for i, gap in gaps:
+            out.extend(events[last:i])
+            records = await fetch_range(self.bootstrap, gap.topic, gap.partition, gap.start, gap.end,
+                                        self.security())
+            out.extend(records)
+            found.append((gap, len(records)))
+            last = i
+        out.extend(events[last:])
+        self.tracker.apply(nxt)
+        for gap, n in found:
+            log.warning(
+                "stream skipped %s[%d] offsets %d..%d; read %d of them from the broker directly%s",
+                gap.topic, gap.partition, gap.start, gap.end - 1, n,
+                "" if n == gap.end - gap.start else " (the rest no longer exist: retention)",
+            )
+            if self.on_gap is not None:
+                self.on_gap(gap, n)
+            self.filled.append(gap)
+        return out
+
+    def done(self, consumer: Any) -> None:
+        """The filled ranges are processed: let Faust's commits move past them."""
+        if not self.filled:
+            return
+        for gap in self.filled:
+            try:
+                tp = next(t for t in consumer.assignment() if t.topic == gap.topic and t.partition == gap.partition)
+            except (StopIteration, Exception):
+                continue  # revoked meanwhile: the new owner starts from the committed offset
+            consumer._gap[tp].addi(gap.start, gap.end)
+            consumer._gap[tp].merge_overlaps()
+        self.filled.clear()
