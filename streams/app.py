@@ -24,7 +24,6 @@ import functools
 import logging
 import os
 import weakref
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -49,11 +48,11 @@ from streams.faust_fixes import install as install_faust_fixes
 from streams.gaps import Gap, GapGuard
 from streams.metrics import Metrics
 from streams.sealer import Sealer
+from streams.seen import SeenIds
 from streams.topics import TopicNames
 
 log = logging.getLogger("healer.worker")
 
-SEEN_EVENTS = 256  # event ids remembered per target, to drop replayed signals
 BATCH = 500  # events per batch for ingest, decide and seal
 BATCH_WITHIN = 0.005  # seconds to wait for a batch to fill
 DEADLETTER_RAW_MAX = 128 * 1024  # bytes of a rejected input kept in its dead letter (6x JSON-escaped < 1 MB)
@@ -113,7 +112,7 @@ class HealerApp:
         self.registry = registry
         self.gstate = GlobalState()
         self.states: dict[str, TargetState] = {}
-        self.seen: dict[str, OrderedDict[str, None]] = {}
+        self.seen: dict[str, SeenIds] = {}
         self.applied: dict[str, int] = {}
         self.generation = 0  # bumped on every revocation
         self.broker_ok = False
@@ -364,13 +363,13 @@ class HealerApp:
 
     # ---------------------------------------------------------------- decide
 
-    def _state(self, key: str) -> tuple[TargetState, int, OrderedDict[str, None]]:
+    def _state(self, key: str) -> tuple[TargetState, int, SeenIds]:
         st = self.states.get(key)
         if st is None:
             raw = self.targets.get(key) or {}
             st = TargetState.from_dict(raw.get("s"))
             self.states[key] = st
-            self.seen[key] = OrderedDict((e, None) for e in raw.get("seen", []))
+            self.seen[key] = SeenIds.from_json(raw.get("seen"))
             self.applied[key] = int(raw.get("o", -1))
         return st, self.applied[key], self.seen[key]
 
@@ -382,7 +381,7 @@ class HealerApp:
             async def once(events: list[Any] = events, keys: list[str] = keys) -> None:
                 generation = self.generation
                 sends: list[Awaitable[Any]] = []
-                touched: dict[str, tuple[Any, TargetState, OrderedDict[str, None]]] = {}
+                touched: dict[str, tuple[Any, TargetState, SeenIds]] = {}
                 for key, event in zip(keys, events, strict=True):
                     changed = self._decide_one(key, event, sends)
                     if changed is not None:
@@ -395,7 +394,7 @@ class HealerApp:
                     # else's now; their new owner replays from the committed offsets
                     return
                 for key, (event, st, seen) in touched.items():
-                    value = {"s": st.to_dict(), "o": event.message.offset, "seen": list(seen)}
+                    value = {"s": st.to_dict(), "o": event.message.offset, "seen": seen.to_json()}
                     table_set(self.targets, event, key, value)
                     self.applied[key] = event.message.offset
 
@@ -411,7 +410,7 @@ class HealerApp:
 
     def _decide_one(
         self, key: str, event: Any, sends: list[Awaitable[Any]]
-    ) -> tuple[TargetState, OrderedDict[str, None]] | None:
+    ) -> tuple[TargetState, SeenIds] | None:
         """Decide one signal; queue its outputs in ``sends``; the state when it changed."""
         msg = loads(event.value)
         offset = event.message.offset
@@ -454,9 +453,7 @@ class HealerApp:
                         "expires_at": now.timestamp() + (d.approval_timeout_seconds or 1800.0),
                     }
                     sends.append(self._send(self.names.approval_requests, (d.action_id or "").encode(), dumps(body)))
-            seen[sig.event_id] = None
-            while len(seen) > SEEN_EVENTS:
-                seen.popitem(last=False)
+            seen.add(sig.event_id)
         return st, seen
 
     def _audit_send(self, entry: AuditEntry) -> Awaitable[Any]:
