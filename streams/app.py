@@ -45,7 +45,7 @@ from healer.timeutil import format_time, to_millis
 from streams.client import security
 from streams.codec import dumps, loads
 from streams.faust_fixes import install as install_faust_fixes
-from streams.gaps import Gap, GapGuard
+from streams.gaps import Gap, GapGuard, start_uncommitted_at_log_start
 from streams.metrics import Metrics
 from streams.sealer import Sealer
 from streams.seen import SeenIds
@@ -103,7 +103,6 @@ class HealerApp:
         registry: ExecutorRegistry,
         retry: RetryPolicy | None = None,
     ) -> None:
-        install_faust_fixes()
         self.settings = settings
         self.policies = policies
         self.engine: EngineSettings = settings.engine()
@@ -167,7 +166,8 @@ class HealerApp:
         self.action_slots = asyncio.Semaphore(settings.max_concurrent_actions)
         self.action_timeout = settings.action_timeout_seconds()
         self.runner = Runner(registry, self.audit, retry=retry)
-        self.gaps = GapGuard(self.bootstrap, self._committed, security, self._on_gap)
+        self.gaps = GapGuard(self.bootstrap, self._committed, self._log_start, security, self._on_gap)
+        install_faust_fixes(self.gaps.floor)
 
         self.app.agent(self.t_alerts, name="ingest-alerts")(self._ingest("alerts"))
         self.app.agent(self.t_metrics, name="ingest-metrics")(self._ingest("metrics"))
@@ -189,6 +189,13 @@ class HealerApp:
             # stop sealing (and finish in-flight writes) before another worker takes over
             await self.sealer.revoke(self._seal_partitions(revoked))
 
+        @self.app.on_rebalance_complete.connect  # type: ignore[arg-type]
+        async def _rebalance_complete(app: Any, **kw: Any) -> None:
+            try:
+                await start_uncommitted_at_log_start(self.app.consumer, self.stream_topics())
+            except Exception:  # the gap guard still reads back what this did not reach
+                log.warning("could not seek uncommitted partitions to their log start", exc_info=True)
+
         @self.app.on_partitions_assigned.connect  # type: ignore[arg-type]
         async def _assigned(app: Any, assigned: Any, **kw: Any) -> None:
             await self.sealer.assign(self._seal_partitions(assigned))
@@ -205,6 +212,11 @@ class HealerApp:
             *self.changelog_topics(),
         ]
         return {name: n for name in names}
+
+    def stream_topics(self) -> set[str]:
+        """The topics the agents consume (their offsets are the consumer group's)."""
+        n = self.names
+        return {n.alerts, n.metrics, n.signals, n.actions, n.approvals, n.approval_requests}
 
     def changelog_topics(self) -> list[str]:
         return [f"{self.settings.app_id}-{t}-changelog" for t in self.TABLES]
@@ -262,6 +274,13 @@ class HealerApp:
         except Exception:  # consumer not started
             return None
         return int(off) if off is not None else None
+
+    async def _log_start(self, tps: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The first offset still in the log of each partition in ``tps``."""
+        from faust.types import TP
+
+        got = await self.app.consumer.earliest_offsets(*(TP(t, p) for t, p in tps))
+        return {(tp.topic, tp.partition): int(off) for tp, off in got.items() if off is not None}
 
     def _on_gap(self, gap: Gap, records: int) -> None:
         self.metrics.gap(gap.topic, records)

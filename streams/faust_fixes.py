@@ -10,7 +10,8 @@ on. Acks arrive out of order whenever an agent runs with ``concurrency > 1``
 record ``C`` again.
 
 ``install()`` replaces that computation with one that commits only the run of
-acknowledged offsets that starts exactly at the committed offset. Offset
+acknowledged offsets that starts exactly at the committed offset (or, when the
+group has none, at the offset healer's gap guard started the partition from). Offset
 ranges Faust recorded as gaps (offsets the fetcher never saw) still count as
 done; healer's stages fetch and process such ranges themselves before they
 acknowledge the record after the gap (streams.gaps).
@@ -18,11 +19,14 @@ acknowledge the record after the gap (streams.gaps).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from faust.transport.consumer import Consumer
 
 _INSTALLED = False
+Floor = Callable[[str, int], "int | None"]
+_floor: Floor | None = None
 
 
 def commit_offset(
@@ -56,7 +60,13 @@ def _new_offset(self: Any, tp: Any) -> int | None:
         return None
     tree = self._gap[tp]
     gaps = [(iv.begin, iv.end) for iv in tree] if tree else []
-    nxt, rest = commit_offset(acked, self._committed_offset[tp], gaps)
+    committed = self._committed_offset[tp]
+    if committed is None and _floor is not None:
+        # the group has no committed offset here (or 0, which Faust reports as none):
+        # start from where healer's gap guard started this partition, not from the
+        # oldest ack, which may be past a record still in flight
+        committed = _floor(tp[0], tp[1])
+    nxt, rest = commit_offset(acked, committed, gaps)
     if nxt is None:
         return None
     if tree:
@@ -66,9 +76,12 @@ def _new_offset(self: Any, tp: Any) -> int | None:
     return nxt
 
 
-def install() -> None:
-    """Patch Faust's consumer once per process."""
-    global _INSTALLED
+def install(floor: Floor | None = None) -> None:
+    """Patch Faust's consumer once per process. ``floor(topic, partition)``: the
+    first offset of a partition with no committed offset (the gap guard's seed)."""
+    global _INSTALLED, _floor
+    if floor is not None:
+        _floor = floor
     if _INSTALLED:
         return
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]

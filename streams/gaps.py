@@ -11,7 +11,9 @@ re-fetched records as already read.
 
 Every stage passes each batch through :meth:`GapGuard.fill` first. The guard
 remembers, per partition and rebalance generation, the next offset it expects
-(starting from the committed offset Faust sought to); on a jump it reads the
+(starting from the committed offset Faust sought to, or the log start when the
+group has committed nothing there: we saw a new owner start such a partition at
+its end); on a jump it reads the
 skipped range straight from the broker with a consumer of its own and returns
 those records (as :class:`Fetched` stand-ins for Faust events) ahead of the
 batch. Every stage is idempotent per offset, so handing over a record twice is
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,16 +71,22 @@ class OffsetTracker:
     def reset(self) -> None:
         self.expected.clear()
 
+    def unseeded(self, coords: Sequence[tuple[str, int, int]]) -> set[tuple[str, int]]:
+        """Partitions in ``coords`` with no expected offset yet (first records since the assignment)."""
+        return {(t, p) for t, p, _ in coords if (t, p) not in self.expected}
+
     def plan(
-        self, coords: Sequence[tuple[str, int, int]], committed: Callable[[str, int], int | None]
+        self, coords: Sequence[tuple[str, int, int]], seeds: dict[tuple[str, int], int | None]
     ) -> tuple[list[tuple[int, Gap]], dict[tuple[str, int], int]]:
         """The gaps before the records at ``coords`` (topic, partition, offset), by
         index, and the expected offsets to :meth:`apply` once they are handled.
 
-        ``committed`` seeds the first record of a partition (the offset the
-        consumer was sought to; ``None`` when unknown). Offsets below the
-        expected one are replays: allowed, and they do not move it back.
-        Nothing changes until :meth:`apply`, so a failed repair is tried again.
+        ``seeds`` gives the first expected offset of a partition seen for the
+        first time: the committed offset the consumer was sought to, or the log
+        start when the group has none (``None``: unknown, trust the first record).
+        Offsets below the expected one are replays: allowed, and they do not
+        move it back. Nothing changes until :meth:`apply`, so a failed repair is
+        tried again.
         """
         nxt: dict[tuple[str, int], int] = {}
         gaps: list[tuple[int, Gap]] = []
@@ -86,7 +94,7 @@ class OffsetTracker:
             key = (topic, partition)
             want = nxt[key] if key in nxt else self.expected.get(key)
             if want is None:
-                want = committed(topic, partition)
+                want = seeds.get(key)
             if want is not None and offset > want:
                 gaps.append((i, Gap(topic, partition, want, offset)))
             nxt[key] = max(offset + 1, want if want is not None else 0)
@@ -126,6 +134,33 @@ async def fetch_range(
     return out
 
 
+async def start_uncommitted_at_log_start(consumer: Any, topics: set[str]) -> dict[Any, int]:
+    """Seek each assigned partition of ``topics`` that the group has no committed
+    offset for (or 0, which Faust and aiokafka treat alike) to its log start.
+
+    Called when a rebalance completes, before Faust seeks the others to their
+    committed offsets. The group's reset policy is "earliest", yet we saw a worker
+    that took such a partition over from a killed one start it at its end: the
+    records the dead worker had not committed were never handed to anyone, and
+    with no later record the gap guard has nothing to compare with.
+    """
+    tps = {tp for tp in consumer.assignment() if tp.topic in topics}
+    if not tps:
+        return {}
+    committed = await consumer.seek_to_committed()
+    missing = [tp for tp in tps if not committed.get(tp)]
+    if not missing:
+        return {}
+    starts = await consumer.earliest_offsets(*missing)
+    seeks = {tp: int(starts[tp]) for tp in missing if starts.get(tp) is not None}
+    if seeks:
+        await consumer.seek_wait(seeks)
+        shown = [f"{tp.topic}[{tp.partition}]@{off}" for tp, off in sorted(seeks.items())]
+        log.info("no committed offset: starting %d partitions at the log start: %s%s", len(shown),
+                 ", ".join(shown[:8]), ", ..." if len(shown) > 8 else "")
+    return seeks
+
+
 class GapGuard:
     """Per-stage gap detection and repair; see the module docstring."""
 
@@ -133,28 +168,58 @@ class GapGuard:
         self,
         bootstrap: str,
         committed: Callable[[str, int], int | None],
+        log_start: Callable[[set[tuple[str, int]]], Awaitable[dict[tuple[str, int], int]]],
         security: Callable[[], dict[str, Any]],
         on_gap: Callable[[Gap, int], None] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.committed = committed
+        self.log_start = log_start
         self.security = security
         self.on_gap = on_gap
         self.tracker = OffsetTracker()
         self.filled: list[Gap] = []
+        self.seeds: dict[tuple[str, int], int] = {}
+        # a stage with concurrent actors (execute) calls fill() from each actor, in the
+        # order they took their records: one at a time, or a record still being planned
+        # by one actor would look skipped to the next
+        self._lock = asyncio.Lock()
 
     def reset(self) -> None:
         """A rebalance: partitions are sought to their committed offsets again."""
         self.tracker.reset()
         self.filled.clear()
+        self.seeds.clear()
+
+    def floor(self, topic: str, partition: int) -> int | None:
+        """The offset this partition was started from since the assignment (None: not yet)."""
+        return self.seeds.get((topic, partition))
 
     async def fill(self, events: Sequence[Any]) -> list[Any]:
         """``events`` with every skipped record put back in front of the event after it.
 
         Raises on broker trouble with nothing recorded: call it again.
         """
+        async with self._lock:
+            return await self._fill(events)
+
+    async def _fill(self, events: Sequence[Any]) -> list[Any]:
         coords = [(ev.message.topic, ev.message.partition, ev.message.offset) for ev in events]
-        gaps, nxt = self.tracker.plan(coords, self.committed)
+        seeds: dict[tuple[str, int], int | None] = {}
+        new = self.tracker.unseeded(coords)
+        if new:
+            seeds = {tp: self.committed(*tp) for tp in new}
+            # no committed offset: the stage must start at the log start (the group's
+            # reset policy is "earliest"), whatever position the consumer came up with
+            uncommitted = {tp for tp, off in seeds.items() if off is None}
+            if uncommitted:
+                seeds.update(await self.log_start(uncommitted))
+            self.seeds.update({tp: off for tp, off in seeds.items() if off is not None})
+            for (topic, partition), off in sorted(seeds.items()):
+                first = next(o for t, p, o in coords if (t, p) == (topic, partition))
+                log.debug("first record of %s[%d] since the assignment: offset %d (expected %s)",
+                          topic, partition, first, off)
+        gaps, nxt = self.tracker.plan(coords, seeds)
         if not gaps:
             self.tracker.apply(nxt)
             return list(events)

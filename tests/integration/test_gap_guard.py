@@ -14,11 +14,19 @@ def event(topic: str, partition: int, offset: int) -> Any:
     return SimpleNamespace(key=None, value=b"x", message=SimpleNamespace(topic=topic, partition=partition, offset=offset))
 
 
+async def no_log_start(tps: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    raise AssertionError(f"the committed offset is known: no log start needed for {tps}")
+
+
+async def log_start_zero(tps: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    return dict.fromkeys(tps, 0)
+
+
 def test_skipped_range_is_read_back_in_order(kafka_bootstrap: str, unique_app_id: str) -> None:
     topic = f"{unique_app_id}.signals"
     emit(kafka_bootstrap, topic, [f"r{i}".encode() for i in range(30)], keys=[b"k"] * 30)
     seen: list[tuple[Gap, int]] = []
-    guard = GapGuard(kafka_bootstrap, lambda t, p: 3, lambda: {}, lambda g, n: seen.append((g, n)))
+    guard = GapGuard(kafka_bootstrap, lambda t, p: 3, no_log_start, lambda: {}, lambda g, n: seen.append((g, n)))
 
     async def go() -> list[list[Any]]:
         first = await guard.fill([event(topic, 0, 3), event(topic, 0, 4), event(topic, 0, 9), event(topic, 0, 10)])
@@ -39,7 +47,19 @@ def test_skipped_range_is_read_back_in_order(kafka_bootstrap: str, unique_app_id
 def test_a_gap_before_the_first_record_uses_the_committed_offset(kafka_bootstrap: str, unique_app_id: str) -> None:
     topic = f"{unique_app_id}.alerts"
     emit(kafka_bootstrap, topic, [b"a", b"b", b"c", b"d"], keys=[b"k"] * 4)
-    guard = GapGuard(kafka_bootstrap, lambda t, p: 1, lambda: {})
+    guard = GapGuard(kafka_bootstrap, lambda t, p: 1, no_log_start, lambda: {})
     out = asyncio.run(guard.fill([event(topic, 0, 3)]))
     assert [(e.message.offset, e.value) for e in out[:2]] == [(1, b"b"), (2, b"c")]
     assert out[2].message.offset == 3
+
+
+def test_without_a_committed_offset_the_partition_starts_at_the_log_start(
+    kafka_bootstrap: str, unique_app_id: str
+) -> None:
+    # a new owner of a partition the group never committed came up at the log end
+    topic = f"{unique_app_id}.actions"
+    emit(kafka_bootstrap, topic, [f"a{i}".encode() for i in range(5)], keys=[b"k"] * 5)
+    guard = GapGuard(kafka_bootstrap, lambda t, p: None, log_start_zero, lambda: {})
+    out = asyncio.run(guard.fill([event(topic, 0, 4)]))
+    assert [e.message.offset for e in out] == [0, 1, 2, 3, 4]
+    assert guard.floor(topic, 0) == 0

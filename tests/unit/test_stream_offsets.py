@@ -54,32 +54,49 @@ def test_installed_patch_drives_fausts_consumer_bookkeeping() -> None:
 
 def test_tracker_finds_jumps_and_seeds_from_the_committed_offset() -> None:
     t = OffsetTracker()
-    committed = {("s", 0): 5, ("s", 1): None}
-    gaps, nxt = t.plan([("s", 0, 5), ("s", 0, 6), ("s", 1, 40), ("s", 0, 9), ("s", 1, 41)],
-                       lambda topic, p: committed[(topic, p)])
+    coords = [("s", 0, 5), ("s", 0, 6), ("s", 1, 40), ("s", 0, 9), ("s", 1, 41)]
+    assert t.unseeded(coords) == {("s", 0), ("s", 1)}
+    gaps, nxt = t.plan(coords, {("s", 0): 5, ("s", 1): None})
     assert gaps == [(3, Gap("s", 0, 7, 9))]
     assert nxt == {("s", 0): 10, ("s", 1): 42}
     # nothing is recorded until apply(): a failed repair finds the same gap again
-    assert t.plan([("s", 0, 9)], lambda topic, p: 7)[0] == [(0, Gap("s", 0, 7, 9))]
+    assert t.plan([("s", 0, 9)], {("s", 0): 7})[0] == [(0, Gap("s", 0, 7, 9))]
     t.apply(nxt)
-    assert t.plan([("s", 0, 10)], lambda topic, p: 0)[0] == []
+    assert t.unseeded([("s", 0, 10)]) == set()
+    assert t.plan([("s", 0, 10)], {})[0] == []
 
 
 def test_tracker_lets_replays_through_without_moving_back() -> None:
     t = OffsetTracker()
-    _, nxt = t.plan([("s", 0, 3)], lambda topic, p: 3)
+    _, nxt = t.plan([("s", 0, 3)], {("s", 0): 3})
     t.apply(nxt)
-    gaps, nxt = t.plan([("s", 0, 1), ("s", 0, 2), ("s", 0, 3), ("s", 0, 4)], lambda topic, p: 0)
+    gaps, nxt = t.plan([("s", 0, 1), ("s", 0, 2), ("s", 0, 3), ("s", 0, 4)], {})
     assert gaps == []
     t.apply(nxt)
     assert t.expected[("s", 0)] == 5
     t.reset()
-    assert t.plan([("s", 0, 9)], lambda topic, p: 9)[0] == []
+    assert t.plan([("s", 0, 9)], {("s", 0): 9})[0] == []
 
 
 @pytest.mark.parametrize("first", [0, 1])
-def test_tracker_first_record_of_a_new_group(first: int) -> None:
-    # no committed offset: the first record sets the position (retention may have deleted 0)
+def test_tracker_without_a_seed_trusts_the_first_record(first: int) -> None:
     t = OffsetTracker()
-    gaps, nxt = t.plan([("s", 0, first + 100)], lambda topic, p: None)
+    gaps, nxt = t.plan([("s", 0, first + 100)], {("s", 0): None})
     assert gaps == [] and nxt == {("s", 0): first + 101}
+
+
+def test_without_a_committed_offset_the_floor_guards_the_commit() -> None:
+    from collections import defaultdict
+
+    from intervaltree import IntervalTree
+
+    # the partition has no committed offset; the gap guard started it at 0; record 0 is in flight
+    install(lambda topic, p: 0)
+    tp = ("healer.actions", 1)
+    fake = SimpleNamespace(
+        _acked=defaultdict(list, {tp: [1, 2]}), _acked_index=defaultdict(set, {tp: {1, 2}}),
+        _gap=defaultdict(IntervalTree), _committed_offset=defaultdict(lambda: None),
+    )
+    assert Consumer._new_offset(fake, tp) is None  # type: ignore[arg-type]
+    fake._acked[tp].append(0)
+    assert Consumer._new_offset(fake, tp) == 3  # type: ignore[arg-type]
