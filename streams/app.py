@@ -296,8 +296,7 @@ class HealerApp:
         return out
 
     def _gaps_done(self) -> None:
-        if self.gaps.filled:
-            self.gaps.done(self.app.consumer)
+        self.gaps.done(self.app.consumer)
 
     async def _send_all(self, sends: list[Awaitable[Any]]) -> None:
         futs = [await s for s in sends]

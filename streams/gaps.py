@@ -250,10 +250,10 @@ class GapGuard:
         """The filled ranges are processed: let Faust's commits move past them."""
         if not self.filled:
             return
+        assigned = {(t.topic, t.partition): t for t in consumer.assignment()}
         for gap in self.filled:
-            try:
-                tp = next(t for t in consumer.assignment() if t.topic == gap.topic and t.partition == gap.partition)
-            except (StopIteration, Exception):
+            tp = assigned.get((gap.topic, gap.partition))
+            if tp is None:
                 continue  # revoked meanwhile: the new owner starts from the committed offset
             consumer._gap[tp].addi(gap.start, gap.end)
             consumer._gap[tp].merge_overlaps()
