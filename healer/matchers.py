@@ -104,12 +104,13 @@ class Matcher:
         if self.op == "!=":
             return actual != self.value
         try:
-            hit = self._regex.search(actual) is not None
+            # bytes: RE2 matches UTF-8 and the wrapper then maps no offsets back
+            text = actual.encode("utf-8")
         except UnicodeEncodeError:
             # a lone surrogate ("\ud800" in JSON): Go's JSON decoder, and so
             # Alertmanager, reads it as U+FFFD
-            fixed = actual.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-            hit = self._regex.search(fixed) is not None
+            text = actual.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
+        hit = self._regex.search(text) is not None
         return hit if self.op == "=~" else not hit
 
     def equality_value(self) -> str | None:

@@ -12,13 +12,12 @@ never installed as a service.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.harness.debian import DebianPackageUnavailable, debian_binary
+from tests.harness.debian import amtool_or_skip
 from tests.unit.test_matchers import ERROR, TABLE, Row, _id
 
 pytestmark = pytest.mark.integration
@@ -37,15 +36,7 @@ receivers:
 
 @pytest.fixture(scope="module")
 def amtool() -> Path:
-    try:
-        path = debian_binary("prometheus-alertmanager", "amtool")
-    except DebianPackageUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"amtool unavailable: {exc}")
-    version = subprocess.run([path, "--version"], capture_output=True, text=True, check=True)
-    assert "version 0.25." in version.stdout + version.stderr, version
-    return path
+    return amtool_or_skip()
 
 
 def _escape(value: str) -> str:
