@@ -12,7 +12,6 @@ on a real worker and broker.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 import yaml
 
 from tests.harness.debian import amtool_or_skip
+from tests.security.common import alert_record, worker_with_policy
 from tests.workers import WorkerFactory, emit, read_until
 
 pytestmark = pytest.mark.integration
@@ -88,15 +88,6 @@ def routed_by_alertmanager(amtool: Path, config: Path, labels: dict[str, str]) -
     return proc.stdout.strip() == "healer"
 
 
-def alert(labels: dict[str, str], fingerprint: str) -> bytes:
-    return json.dumps({
-        "version": "4", "status": "firing", "receiver": "healer", "groupKey": "{}:{}",
-        "alerts": [{"status": "firing", "labels": labels, "annotations": {},
-                    "startsAt": "2026-11-21T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
-                    "fingerprint": fingerprint}],
-    }).encode()
-
-
 def test_a_policy_copied_from_an_alertmanager_route_fires_where_the_route_does(
     amtool: Path,
     healer_worker: WorkerFactory, kafka_bootstrap: str, unique_app_id: str, tmp_path: Path,
@@ -111,16 +102,13 @@ def test_a_policy_copied_from_an_alertmanager_route_fires_where_the_route_does(
     assert routed == {"fires": True, "unescaped-dot": False, "letters-for-digits": False,
                       "other-reason": False}
 
-    pol = tmp_path / "policies"
-    pol.mkdir()
-    (pol / "copied.yaml").write_text(policy())
-    w = healer_worker.start(pol, unique_app_id)
+    w = worker_with_policy(healer_worker, unique_app_id, policy(), tmp_path)
     app = unique_app_id
     names = list(ALERTS)
     # the alert that fires goes last on one partition: once it is acted on, the others
     # were ingested before it
     order = [n for n in names if n != "fires"] + ["fires"]
-    emit(kafka_bootstrap, f"{app}.alerts", [alert(ALERTS[n], f"fp-{n}") for n in order],
+    emit(kafka_bootstrap, f"{app}.alerts", [alert_record(ALERTS[n], f"fp-{n}") for n in order],
          keys=[b"k"] * len(order))
 
     def done(recs: list[dict[str, Any]]) -> bool:

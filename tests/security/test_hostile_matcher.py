@@ -13,7 +13,6 @@ measured and printed, never asserted.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -24,6 +23,7 @@ import pytest
 
 from healer.matchers import Matcher
 from healer.models import MAX_LABEL_VALUE
+from tests.security.common import alert_record, worker_with_policy
 from tests.workers import Worker, WorkerFactory, emit, read_until
 
 pytestmark = pytest.mark.integration
@@ -49,15 +49,8 @@ NORMAL = "aaaa"
 
 
 def alert(pod: str, fingerprint: str) -> bytes:
-    return json.dumps({
-        "version": "4", "status": "firing", "receiver": "healer", "groupKey": "{}:{}",
-        "alerts": [{
-            "status": "firing",
-            "labels": {"alertname": "KubePodCrashLooping", "namespace": "llm-prod", "pod": pod},
-            "annotations": {}, "startsAt": "2026-11-21T10:00:00Z",
-            "endsAt": "0001-01-01T00:00:00Z", "fingerprint": fingerprint,
-        }],
-    }).encode()
+    labels = {"alertname": "KubePodCrashLooping", "namespace": "llm-prod", "pod": pod}
+    return alert_record(labels, fingerprint)
 
 
 class HealthPoller(threading.Thread):
@@ -92,10 +85,7 @@ def per_match_us(matcher: Matcher, value: str, n: int = 200) -> float:
 def test_a_hostile_alert_costs_microseconds_and_the_worker_keeps_answering(
     healer_worker: WorkerFactory, kafka_bootstrap: str, unique_app_id: str, tmp_path: Path
 ) -> None:
-    pol = tmp_path / "policies"
-    pol.mkdir()
-    (pol / "p.yaml").write_text(POLICY)
-    w = healer_worker.start(pol, unique_app_id)
+    w = worker_with_policy(healer_worker, unique_app_id, POLICY, tmp_path)
     app = unique_app_id
     poller = HealthPoller(w)
     poller.start()
