@@ -1,7 +1,8 @@
 """Binaries from Debian packages for tests, unpacked (never installed) on first use.
 
 ``debian_binary("prometheus-alertmanager", "amtool")`` runs ``apt-get download``
-and ``dpkg -x`` into ``~/.cache/healer/debian/<package>/`` (``apt-get update``
+and ``dpkg -x`` into ``~/.cache/healer/debian/<package>/`` (``HEALER_CACHE`` replaces
+``~/.cache/healer``; ``apt-get update``
 first when the package lists are missing or stale), so no service is installed
 or started and nothing outside the cache changes. A lock file serialises
 concurrent test processes. Used by tests/integration/test_matchers_amtool.py.

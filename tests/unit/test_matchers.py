@@ -356,3 +356,13 @@ def test_equality_is_literal_for_any_value(value: str) -> None:
 def test_regex_matchers_never_raise_on_label_values(value: str) -> None:
     for text in ('a=~"llm-.*"', 'a!~"[a-z0-9-]+"', 'a=~".*\\\\{\\\\{.*"', 'a=~"(a+)+$"'):
         Matcher.parse(text).matches({"a": value})
+
+
+@given(st.text(max_size=200))
+def test_any_text_parses_or_is_a_matcher_error(text: str) -> None:
+    try:
+        m = Matcher.parse(text)
+    except MatcherError as exc:
+        assert exc.message.startswith(("bad matcher", "bad regex"))
+        return
+    assert Matcher.parse(str(m)) == m
