@@ -100,10 +100,12 @@ def batched_records(topic: str, ss: list[tuple[bytes, dict[str, Any]]], per: int
 
 def healer_window(bs: str, app: str) -> float:
     """Seconds from the worker's first output record to its last (producer timestamps)."""
-    firsts = [f"{app}.signals", f"{app}.audit-log", f"{app}-targets-changelog"]
-    lasts = [f"{app}.signals", f"{app}.audit", f"{app}-targets-changelog"]
-    first, _ = h.edge_timestamps(bs, firsts)
-    _, last = h.edge_timestamps(bs, lasts)
+    edges = {t: h.edge_timestamps(bs, [t]) for t in
+             (f"{app}.signals", f"{app}.audit-log", f"{app}-targets-changelog", f"{app}.audit")}
+    first = min(e[0] for t, e in edges.items() if not t.endswith(".audit"))
+    last = max(e[1] for t, e in edges.items() if not t.endswith(".audit-log"))
+    print("  output edges (s after the first):", {t.rsplit(".", 1)[-1]: (round((a - first) / 1000, 2),
+          round((b - first) / 1000, 2)) for t, (a, b) in edges.items()}, file=sys.stderr)
     return (last - first) / 1000.0
 
 
@@ -133,12 +135,24 @@ def bare_faust(bs: str, topic: str, n: int) -> dict[str, Any]:
     raise SystemExit(f"bare Faust agent failed ({res.returncode}):\n{res.stderr[-3000:]}")
 
 
-def run_healer(bs: str, tmp: Path, app: str, label: str, args: argparse.Namespace,
+def startup_cpu(bs: str, tmp: Path, args: argparse.Namespace) -> float:
+    """CPU seconds a worker spends starting up and idling to readiness (no input): the
+    phases subtract it, since their worker starts with the input already waiting."""
+    with h.workers(bs, tmp) as wf:
+        w = wf.start(tmp / "policies", h.unique_app("idle"), partitions=PARTITIONS, HEALER_PAUSED="true",
+                     HEALER_LOG_LEVEL=args.log_level, **h.worker_env(args.worker_env))
+        time.sleep(3)
+        cpu = h.cpu_seconds(w.proc.pid)
+        w.stop()
+    return cpu
+
+
+def run_healer(bs: str, tmp: Path, app: str, label: str, args: argparse.Namespace, idle_cpu: float,
                profile: bool = False) -> dict[str, Any]:
     with h.workers(bs, tmp) as wf:
         w = wf.start(tmp / "policies", app, partitions=PARTITIONS, HEALER_PAUSED="true",
                      HEALER_LOG_LEVEL=args.log_level, **h.worker_env(args.worker_env))
-        cpu0, rss0 = h.cpu_seconds(w.proc.pid), h.rss_kb(w.proc.pid)
+        cpu0, rss0 = idle_cpu, h.rss_kb(w.proc.pid)
         top: list[tuple[str, float]] = []
         if profile:
             time.sleep(2)
@@ -156,6 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with h.broker(args.bootstrap, "pipeline") as bs, tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         n_pol = h.hundred_policies(tmp / "policies", 100)
+        idle_cpu = startup_cpu(bs, tmp, args)
         rows = []
 
         # ---- phase 1: single-sample records
@@ -165,7 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         h.produce(bs, single_records(f"{app1}.metrics", ss))
         print(f"phase 1: {args.n:,} single-sample records, {args.groups} series, {n_pol} policies",
               file=sys.stderr)
-        r1 = run_healer(bs, tmp, app1, "single", args, profile=args.profile)
+        r1 = run_healer(bs, tmp, app1, "single", args, idle_cpu, profile=args.profile)
         rate1 = args.n / r1["seconds"]
         produced, consumed, per_topic = records_per_sample(bs, app1, args.n, args.n)
         bare = bare_faust(bs, f"{app1}.metrics", args.n)
@@ -184,7 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         recs2 = batched_records(f"{app2}.metrics", ss2, args.per_record)
         h.produce(bs, recs2)
         print(f"phase 2: {args.batched:,} samples in {len(recs2):,} records", file=sys.stderr)
-        r2 = run_healer(bs, tmp, app2, "batched", args)
+        r2 = run_healer(bs, tmp, app2, "batched", args, idle_cpu)
         rate2 = args.batched / r2["seconds"]
         dec_s, dec_cpu = asyncio.run(raw_consume(bs, [f"{app2}.metrics"], len(recs2), decode=True))
         aio_rate = args.batched / dec_s

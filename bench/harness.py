@@ -277,6 +277,14 @@ def lag(bootstrap: str, group: str, topics: Sequence[str]) -> dict[str, int]:
     return asyncio.run(lag_async(bootstrap, group, topics))
 
 
+def input_lag(bootstrap: str, app: str) -> dict[str, int]:
+    """Committed lag of the input topics (ingest's group, ``{app}-ingest``) and of the
+    actions topic (the stages' group, the app id)."""
+    out = lag(bootstrap, f"{app}-ingest", [f"{app}.alerts", f"{app}.metrics"])
+    out.update(lag(bootstrap, app, [f"{app}.actions"]))
+    return out
+
+
 def pipeline_topics(app: str) -> list[str]:
     """Every topic the worker consumes, in pipeline order (their lag 0 = nothing left to do)."""
     return [f"{app}.{t}" for t in ("alerts", "metrics", "signals", "actions", "audit-log")]
@@ -291,7 +299,6 @@ def wait_drained(bootstrap: str, app: str, timeout: float, stable: float = 3.0,
     behind records it has processed (seen on ``signals``), so internal topics are judged by
     quiescence here and by :func:`backlog` (from the worker's own state) afterwards.
     """
-    lag_topics = [f"{app}.alerts", f"{app}.metrics", f"{app}.actions"]
     grow_topics = [f"{app}.{t}" for t in ("signals", "actions", "audit-log", "audit", "deadletter")]
     deadline = time.monotonic() + timeout
     quiet_since: float | None = None
@@ -303,7 +310,7 @@ def wait_drained(bootstrap: str, app: str, timeout: float, stable: float = 3.0,
             if w.proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {w.proc.returncode}:\n{w.log_tail()}")
         try:
-            last = lag(bootstrap, app, lag_topics)
+            last = input_lag(bootstrap, app)
             ends = end_offsets(bootstrap, grow_topics)
         except Exception as exc:  # broker busy or restarting: try again
             print(f"  (lag check failed: {type(exc).__name__}: {exc})", file=sys.stderr)
@@ -332,7 +339,7 @@ def backlog(bootstrap: str, app: str) -> dict[str, int]:
     reads it by offset). Also the committed lag Faust reports for signals
     (``faust_committed_lag_signals``: its committed offset can trail records it has processed).
     """
-    out = lag(bootstrap, app, [f"{app}.alerts", f"{app}.metrics", f"{app}.actions"])
+    out = input_lag(bootstrap, app)
     ends = end_offsets(bootstrap, [f"{app}.audit-log"])
     sealed: dict[int, int] = {}
     for r in read_topic(bootstrap, f"{app}.audit"):

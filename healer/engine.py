@@ -16,6 +16,7 @@ call exactly these two functions.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import itertools
 import math
@@ -94,7 +95,8 @@ def render_target(policy: CompiledPolicy, signal: Signal) -> tuple[Target | None
 
 
 def group_key(trigger: MetricTrigger, labels: dict[str, str]) -> str:
-    return "\x1f".join(f"{k}={labels.get(k, '')}" for k in trigger.group_by)
+    get = labels.get
+    return "\x1f".join([f"{k}={get(k, '')}" for k in trigger.group_by])
 
 
 def route(signal: Signal, policies: PolicySet) -> list[Route]:
@@ -191,11 +193,14 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 
 
 def _series(signal: Signal) -> str:
-    labels = signal.labels
-    if len(labels) == 1:
-        for k, v in labels.items():
-            return f"{k}={v}"
-    return "\x1f".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    """A sample's series identity: its labels in name order (the producer's order may vary)."""
+    return _series_of(tuple(signal.labels.items()))
+
+
+@functools.lru_cache(maxsize=65_536)
+def _series_of(items: tuple[tuple[str, str], ...]) -> str:
+    # memoised: a series recurs every scrape; the result depends on the labels alone
+    return "\x1f".join([f"{k}={v}" for k, v in sorted(items)])
 
 
 def _evaluate_metric(
@@ -218,7 +223,8 @@ def _evaluate_metric(
     win.add(t, _series(signal), signal.value, settings.max_window_samples)
     now = win.latest if win.latest is not None else t
     win.prune(now - span)
-    _expire_groups(p, state, wkey, now - span)
+    if len(state.windows) > 1:
+        _expire_groups(p, state, wkey, now - span)
     value = _aggregate(trig.aggregate, win)
     if value is None:
         return False, now, False  # undefined (e.g. rate of one point): no evaluation
@@ -249,8 +255,11 @@ def _expire_groups(p: CompiledPolicy, state: TargetState, keep: str, horizon: fl
 
 
 def _metric_run_open(p: CompiledPolicy, state: TargetState) -> bool:
+    windows = state.windows
+    if len(windows) == 1:
+        return next(iter(windows.values())).run_start is not None
     prefix = f"{p.name}\x1f"
-    return any(w.run_start is not None for k, w in state.windows.items() if k.startswith(prefix))
+    return any(w.run_start is not None for k, w in windows.items() if k.startswith(prefix))
 
 
 # ------------------------------------------------------------------ guards

@@ -39,12 +39,22 @@ from healer.models import (
     metric_signal,
 )
 from healer.timeutil import epoch_of, format_time
-from healer.wire import SignalBatch, WireAlert, WireRoute, WireSample
+from healer.wire import (
+    RECORD_LIMIT,
+    SignalBatch,
+    WireAlert,
+    WireRoute,
+    WireSample,
+    WireSignal,
+    signal_size,
+)
 
 MAX_RECORD_BYTES = 1024 * 1024
 MAX_SAMPLES_PER_RECORD = 10_000
 DEADLETTER_RAW_MAX = 128 * 1024  # bytes of a rejected input kept in its dead letter (6x JSON-escaped < 1 MB)
 ROUTE_CACHE = 200_000  # metric series whose routes are remembered
+SIGNAL_LIMIT = RECORD_LIMIT - 16 * 1024  # the largest signal a signals record can carry with its envelope
+LARGE_INPUT = SIGNAL_LIMIT // 2  # inputs above this have their signals' sizes checked
 
 
 @dataclass(frozen=True)
@@ -412,8 +422,8 @@ def plan_batch(
                 _reject(plan, rec, base, samples.reason, now)
                 continue
             tally.append((rec, False, len(samples)))
-            plan.received += 1
             single = len(samples) == 1
+            staged: list[tuple[_BatchBuilder, WireSignal]] = []
             for i, s in enumerate(samples):
                 ts = s.timestamp
                 t = rtime if ts is None else float(ts)
@@ -424,18 +434,20 @@ def plan_batch(
                                                   name=s.name, value=value))
                 for pr in planned:
                     b = builder(pr.partition)
-                    b.batch.signals.append(WireSample(b.route(pr), b.source(source), rec.offset,
-                                                      -1 if single else i, t, s.name, value, s.labels))
-                plan.signal_count += len(planned)
+                    staged.append((b, WireSample(b.route(pr), b.source(source), rec.offset,
+                                                 -1 if single else i, t, s.name, value, s.labels)))
+            if not _commit(plan, staged, rec, base, now):
+                tally[-1] = (rec, True, 0)
             continue
         sigs = parse_record("alerts", rec.value, datetime.fromtimestamp(rtime, tz=UTC), base, max_bytes)
         if isinstance(sigs, Rejected):
             _reject(plan, rec, base, sigs.reason, now)
             continue
-        plan.received += 1
+        staged = []
+        received = []
         for i, sig in enumerate(sigs):
             planned = router.for_signal(sig)
-            plan.audit.append(for_event(
+            received.append(for_event(
                 "event.received", sig.ref, now,
                 detail={"topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
                         "kind": "alert", "routes": len(planned)},
@@ -443,16 +455,17 @@ def plan_batch(
             starts = sig.starts_at.timestamp() if sig.starts_at is not None else None
             for pr in planned:
                 b = builder(pr.partition)
-                b.batch.signals.append(WireAlert(
+                staged.append((b, WireAlert(
                     b.route(pr), b.source(source), rec.offset, -1 if len(sigs) == 1 else i, sig.t,
-                    sig.labels, sig.annotations, sig.status or "firing", sig.fingerprint or "", starts))
-            plan.signal_count += len(planned)
+                    sig.labels, sig.annotations, sig.status or "firing", sig.fingerprint or "", starts)))
+        if _commit(plan, staged, rec, base, now):
+            plan.audit += received
     for (topic, partition), tally in seen.items():
         for run in _runs(tally):
             plan.audit.append(input_batch_entry(
                 topic, partition, [r for r, _, _ in run], sum(1 for _, bad, _ in run if bad),
                 sum(n for _, _, n in run), now))
-    plan.signals = {p: b.batch for p, b in builders.items()}
+    plan.signals = {p: b.batch for p, b in builders.items() if b.batch.signals}
     return plan
 
 
@@ -467,6 +480,24 @@ def _runs(tally: list[tuple[InputRecord, bool, int]]) -> list[list[tuple[InputRe
         else:
             runs.append([by_offset[off]])
     return runs
+
+
+def _commit(plan: IngestPlan, staged: list[tuple[_BatchBuilder, WireSignal]], rec: InputRecord,
+            base: str, now: datetime) -> bool:
+    """Add one record's signals to their batches, unless one of them could not travel:
+    a signal larger than an internal record (possible only for inputs near the size
+    limit) would fail the batch on every replay, so the record is rejected instead."""
+    if len(rec.value or b"") > LARGE_INPUT:
+        worst = max((signal_size(w) for _, w in staged), default=0)
+        if worst > SIGNAL_LIMIT:
+            _reject(plan, rec, base, f"oversize: a signal of this record is {worst} bytes on the "
+                                     f"signals topic (limit {SIGNAL_LIMIT}); shorten its labels", now)
+            return False
+    for b, w in staged:
+        b.batch.signals.append(w)
+    plan.signal_count += len(staged)
+    plan.received += 1
+    return True
 
 
 def _reject(plan: IngestPlan, rec: InputRecord, base: str, reason: str, now: datetime) -> None:

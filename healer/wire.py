@@ -98,6 +98,42 @@ def encode(envelope: SignalBatch | AuditBatch | ApprovalRequest) -> bytes:
     return _enc.encode(envelope)
 
 
+RECORD_LIMIT = 512 * 1024  # bytes of one internal record; well below the producer's 1 MiB
+
+
+def encode_signals(batch: SignalBatch, limit: int = RECORD_LIMIT) -> list[bytes]:
+    """``batch`` as one record, or as several (in order) when one would exceed ``limit``.
+
+    The parts keep the batch's sources and routes, so each decodes on its own; one
+    target's signals stay in order across them. A single signal larger than
+    ``limit`` stays one record (ingest refuses inputs that would make one).
+    """
+    raw = _enc.encode(batch)
+    n = len(batch.signals)
+    if len(raw) <= limit or n <= 1:
+        return [raw]
+    half = n // 2
+    parts = []
+    for signals in (batch.signals[:half], batch.signals[half:]):
+        parts += encode_signals(SignalBatch(sources=batch.sources, routes=batch.routes, signals=signals,
+                                            at=batch.at), limit)
+    return parts
+
+
+def encode_audit(entries: list[dict[str, Any]], limit: int = RECORD_LIMIT) -> list[bytes]:
+    """The entries as one audit-log record, or several (in order) over ``limit``."""
+    raw = _enc.encode(AuditBatch(entries=entries))
+    if len(raw) <= limit or len(entries) <= 1:
+        return [raw]
+    half = len(entries) // 2
+    return encode_audit(entries[:half], limit) + encode_audit(entries[half:], limit)
+
+
+def signal_size(signal: WireSignal) -> int:
+    """Bytes of one signal on the wire (for inputs near the record limit)."""
+    return len(_enc.encode(signal))
+
+
 def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes | None, what: str) -> Any:
     if not raw:
         raise WireError(f"empty record where a {what} was expected")

@@ -120,20 +120,18 @@ class HealerApp:
         self.gaps = GapGuard(self.bootstrap, self._committed, self._log_start, security, self._on_gap)
         install_faust_fixes(self.gaps.floor)
         self.outbox = Outbox(lambda: self.app.producer, n.audit_log, lambda: self.ctx.partitions(n.audit_log))
-        self.ctx = StageContext(self.app, settings, policies, settings.engine(), n, self.metrics, self.gaps,
-                                self.outbox, self.partition_counts)
+        self.ctx = StageContext(self.app, self.bootstrap, settings, policies, settings.engine(), n, self.metrics,
+                                self.gaps, self.outbox, self.partition_counts)
         self.writer = AuditWriter(self.outbox, self.ctx.retrying)
         self.runner = Runner(registry, self.writer.write, retry=retry)
 
-        self.ingest_alerts = IngestStage(self.ctx, "alerts")
-        self.ingest_metrics = IngestStage(self.ctx, "metrics")
+        self.ingest = IngestStage(self.ctx)
         self.decide = DecideStage(self.ctx, self.targets)
         self.approvals = ApprovalsStage(self.ctx, self.pending)
         self.execute = ExecuteStage(self.ctx, self.ledger, self.runner, self.writer)
 
         agent = self.app.agent
-        agent(t(n.alerts, partitions=parts, internal=True), name="ingest-alerts")(self.ingest_alerts.agent)
-        agent(t(n.metrics, partitions=parts, internal=True), name="ingest-metrics")(self.ingest_metrics.agent)
+        self.app.task(self.ingest.run)  # its own consumer: streams.stages.ingest
         agent(t(n.signals, partitions=parts, internal=True), name="decide")(self.decide.agent)
         agent(t(n.approvals, n.approval_requests, partitions=parts, internal=True),
               name="approvals")(self.approvals.agent)
@@ -220,12 +218,14 @@ class HealerApp:
         recovery = getattr(app.tables, "recovery", None)
         recovered = bool(recovery.completed.is_set()) if recovery is not None else False
         rebalancing = bool(getattr(app, "rebalancing", False))
+        ingest = self.ingest.running
         return {
             "broker": self.broker_ok,
             "assigned": assigned,
             "recovered": recovered,
             "rebalancing": rebalancing,
-            "ready": self.broker_ok and assigned and recovered and not rebalancing,
+            "ingest": ingest,
+            "ready": self.broker_ok and assigned and recovered and not rebalancing and ingest,
         }
 
     def pending_count(self) -> int:
@@ -244,6 +244,7 @@ class HealerApp:
             if pos is None:
                 continue
             out[(tp.topic, tp.partition)] = max(int(high) - int(pos), 0)
+        out.update(await self.ingest.lag())
         return out
 
     async def close(self) -> None:

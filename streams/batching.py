@@ -2,10 +2,15 @@
 
 Faust's ``take_events(n, within)`` waits up to ``within`` for ``n`` events
 before it hands a batch over, so every hop of an idle pipeline costs that
-wait. :func:`ready_batches` hands over a batch as soon as at least one event
-is there and the stream's queue is momentarily empty (or ``max_`` events are
-buffered): an idle stage answers the first event at once, a busy stage gets
-large batches because events pile up while it works on the previous one.
+wait. :func:`ready_batches` hands over a batch as soon as the events that are
+already in the worker's memory have been delivered: after the first event it
+lets the event loop run a few more turns (no timer: microseconds when the
+input is idle) and stops once a few turns in a row delivered nothing new, or
+``max_`` events are buffered. Faust delivers fetched records one at a time,
+each over several loop turns, so "the queue is empty right now" would cut a
+batch after every record; a handful of quiet turns is what "the fetched
+records are all delivered" looks like. An idle stage answers the first event
+at once, a busy stage gets large batches.
 While a batch is being worked on, the stream keeps delivering into the next
 buffer (up to ``max_`` events), so consuming overlaps with waiting for acks.
 
@@ -27,6 +32,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 IDLE_CHECK = 1.0  # seconds between checks that the stream is still running
+QUIET_TURNS = 4  # event-loop turns without a new event that end a batch
 
 
 async def ready_batches(stream: Any, max_: int, ack: bool = True) -> AsyncIterator[list[Any]]:
@@ -35,7 +41,6 @@ async def ready_batches(stream: Any, max_: int, ack: bool = True) -> AsyncIterat
     ready = asyncio.Event()  # the agent may take the buffer
     room = asyncio.Event()  # the buffer has space
     room.set()
-    queue = stream.channel.queue
 
     async def collect(value: Any) -> Any:
         # runs in the stream's drain task once per delivered event
@@ -47,9 +52,7 @@ async def ready_batches(stream: Any, max_: int, ack: bool = True) -> AsyncIterat
         buffered.append(event)
         if len(buffered) >= max_:
             room.clear()
-            ready.set()
-        elif queue.empty():
-            ready.set()
+        ready.set()
         return value
 
     saved_acks = stream.enable_acks
@@ -62,6 +65,11 @@ async def ready_batches(stream: Any, max_: int, ack: bool = True) -> AsyncIterat
             if not buffered:
                 ready.clear()
                 continue
+            quiet = 0
+            while quiet < QUIET_TURNS and len(buffered) < max_:
+                n = len(buffered)
+                await asyncio.sleep(0)  # one loop turn: the fetcher may deliver what it holds
+                quiet = quiet + 1 if len(buffered) == n else 0
             batch = buffered[:]
             buffered.clear()
             ready.clear()

@@ -18,7 +18,7 @@ from typing import Any
 
 from healer.audit import AuditEntry
 from healer.partitioner import partition_for
-from healer.wire import AuditBatch, encode
+from healer.wire import encode_audit
 
 log = logging.getLogger("healer.worker")
 
@@ -45,8 +45,8 @@ class Outbox:
         by_part: dict[int, list[dict[str, Any]]] = {}
         for e in entries:
             by_part.setdefault(partition_for(e.routing_key().encode(), n), []).append(e.body())
-        return [self.send(self.audit_topic, None, encode(AuditBatch(entries=bodies)), p)
-                for p, bodies in by_part.items()]
+        return [self.send(self.audit_topic, None, raw, p)
+                for p, bodies in by_part.items() for raw in encode_audit(bodies)]
 
     @staticmethod
     async def deliver(sends: Iterable[Send]) -> None:

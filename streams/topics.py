@@ -62,8 +62,9 @@ class TopicNames:
         return f"{self.app_id}-{table}-changelog"
 
     def consumed(self) -> set[str]:
-        """The topics the stages consume through Faust (their offsets are the group's)."""
-        return {self.alerts, self.metrics, self.signals, self.actions, self.approvals, self.approval_requests}
+        """The topics the stages consume through Faust (their offsets are the app id's group's;
+        ingest reads the input topics in a group of its own, streams.stages.ingest)."""
+        return {self.signals, self.actions, self.approvals, self.approval_requests}
 
 
 def layout(app_id: str, partitions: int) -> dict[str, int]:
@@ -78,3 +79,19 @@ def configs(app_id: str) -> dict[str, dict[str, str]]:
     """Topic configs the worker sets when it creates topics (changelogs are compacted)."""
     n = TopicNames(app_id)
     return {n.changelog(t): {"cleanup.policy": "compact"} for t in TABLES}
+
+
+def partition_problems(names: TopicNames, counts: dict[str, int]) -> list[str]:
+    """Partition counts a worker cannot run with (topics created elsewhere, or earlier with
+    other settings), each said with its fix; empty when the layout is consistent."""
+    out = []
+    log_n, audit_n = counts.get(names.audit_log), counts.get(names.audit)
+    if log_n is not None and audit_n is not None and audit_n < log_n:
+        out.append(f"{names.audit} has {audit_n} partitions but {names.audit_log} has {log_n}: chain p is "
+                   f"written to partition p of {names.audit}; add partitions to {names.audit} "
+                   f"(kafka-topics --alter --partitions {log_n})")
+    asked, decided = counts.get(names.approval_requests), counts.get(names.approvals)
+    if asked is not None and decided is not None and asked != decided:
+        out.append(f"{names.approvals} has {decided} partitions and {names.approval_requests} {asked}: "
+                   "an approval and its request must share a partition number; give both the same count")
+    return out

@@ -17,6 +17,7 @@ from healer.index import PolicySet
 from healer.settings import Settings
 from streams import http
 from streams.app import HealerApp
+from streams.topics import partition_problems
 
 log = logging.getLogger("healer.worker")
 
@@ -79,7 +80,8 @@ async def _read_partitions(healer: HealerApp, patience: float = 300.0) -> None:
     """The partition counts the stages pack batches by (the topics may predate this worker)."""
     from streams.client import BrokerUnavailable, topic_partitions
 
-    names = [healer.names.signals, healer.names.audit_log]
+    n = healer.names
+    names = [n.signals, n.audit_log, n.audit, n.approvals, n.approval_requests]
     deadline = loop_time() + patience
     while True:
         try:
@@ -88,6 +90,9 @@ async def _read_partitions(healer: HealerApp, patience: float = 300.0) -> None:
             if missing:
                 raise BrokerUnavailable(f"topics {', '.join(missing)} do not exist yet "
                                         "(create them with `healer topics create`)")
+            problems = partition_problems(n, counts)
+            if problems:
+                raise TopicLayoutError("; ".join(problems))
             healer.partition_counts.update(counts)
             return
         except BrokerUnavailable as exc:
@@ -95,6 +100,10 @@ async def _read_partitions(healer: HealerApp, patience: float = 300.0) -> None:
                 raise
             log.warning("%s; retrying in 5s", exc)
             await asyncio.sleep(5)
+
+
+class TopicLayoutError(RuntimeError):
+    """The topics exist with partition counts this worker cannot run with."""
 
 
 def loop_time() -> float:
@@ -114,10 +123,15 @@ def run(settings: Settings, policies: PolicySet) -> int:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     runner = loop.run_until_complete(http.start(http.build(healer), settings.http_host, settings.http_port))
-    if settings.create_topics:
-        loop.run_until_complete(_ensure_topics(healer, settings))
-    else:
-        loop.run_until_complete(_read_partitions(healer))
+    try:
+        if settings.create_topics:
+            loop.run_until_complete(_ensure_topics(healer, settings))
+        else:
+            loop.run_until_complete(_read_partitions(healer))
+    except TopicLayoutError as exc:
+        log.critical("cannot start: %s", exc)
+        loop.run_until_complete(runner.cleanup())
+        return 1
     log.info(
         "healer worker app_id=%s bootstrap=%s policies=%d executors=%s",
         settings.app_id, healer.bootstrap, len(policies), ",".join(registry.names()),

@@ -64,6 +64,7 @@ def delivery(event: Any) -> str:
 @dataclass
 class StageContext:
     app: Any  # faust.App
+    bootstrap: str
     settings: Settings
     policies: PolicySet
     engine: EngineSettings

@@ -95,3 +95,16 @@ def test_hostile_values_are_refused_with_a_reason() -> None:
     p = plan([rec(i, c) for i, c in enumerate(cases)])
     reasons = [e.reason for e in p.audit if e.kind == "event.rejected"]
     assert len(reasons) == len(cases) and all(r and r.startswith("schema:") for r in reasons), reasons
+
+
+def test_an_input_whose_signal_could_not_travel_is_rejected() -> None:
+    from healer.ingest import SIGNAL_LIMIT
+
+    huge = sample("a", 1.0)
+    huge["labels"] = {**huge["labels"], **{f"l{i}": "v" * 16_000 for i in range(40)}}  # type: ignore[dict-item]
+    p = plan_batch("metrics", [rec(0, huge)], Router(PS, PartitionCache(4)), NOW, max_bytes=2 * 1024 * 1024)
+    assert not p.signals and p.received == 0 and p.rejected == 1
+    [rej] = [e for e in p.audit if e.kind == "event.rejected"]
+    assert str(SIGNAL_LIMIT) in (rej.reason or "")
+    [batch] = [e for e in p.audit if e.kind == "input.batch"]
+    assert batch.detail is not None and batch.detail["rejected"] == 1
