@@ -218,10 +218,10 @@ def test_native_histograms_are_counted_not_kept(policies: PolicySet) -> None:
 # ---------------------------------------------------------------- grouping
 
 
-def _kept(n: int, pods: int = 1, pad: int = 0) -> list[Kept]:
+def _kept(n: int, pods: int = 1, pad: int = 0, key_pad: int = 0) -> list[Kept]:
     out = []
     for i in range(n):
-        labels = {"namespace": "llm", "deployment": f"d{i % pods}", "pad": "x" * pad}
+        labels = {"namespace": "llm", "deployment": f"d{i % pods}" + "k" * key_pad, "pad": "x" * pad}
         js = json.dumps({"name": "load", "labels": labels, "value": i, "timestamp": "2026-03-02T10:00:00Z"})
         out.append(Kept(partition_key(labels), js.encode()))
     return out
@@ -248,12 +248,17 @@ def test_records_split_at_the_sample_limit() -> None:
     assert [r.samples for r in records] == [MAX_SAMPLES_PER_RECORD, MAX_SAMPLES_PER_RECORD, 1]
 
 
-def test_records_split_at_the_byte_limit_key_and_overhead_included() -> None:
+@pytest.mark.parametrize(("n", "pad", "key_pad"), [
+    (300, 1000, 0),   # samples of ~1 KB
+    (300, 0, 3000),   # keys as long as most of a sample
+    (2000, 0, 0),     # small samples: the overhead is worth ten of them
+])
+def test_records_split_at_the_byte_limit_key_and_overhead_included(n: int, pad: int, key_pad: int) -> None:
     limit = 64 * 1024
-    kept = _kept(300, pad=1000)
+    kept = _kept(n, pad=pad, key_pad=key_pad)
     records, too_large = group(kept, lambda key: 0, max_record_bytes=limit)
     assert too_large == 0 and len(records) > 1
-    assert sum(r.samples for r in records) == 300
+    assert sum(r.samples for r in records) == n
     for r in records:
         assert len(r.value) + len(r.key) + RECORD_OVERHEAD_BYTES <= limit
         json.loads(r.value)
@@ -261,6 +266,17 @@ def test_records_split_at_the_byte_limit_key_and_overhead_included() -> None:
     one = len(kept[0].json) + 1
     for r in records[:-1]:
         assert len(r.value) + len(r.key) + RECORD_OVERHEAD_BYTES + one > limit
+
+
+def test_a_record_fills_its_budget_to_the_byte() -> None:
+    one = Kept(b"llm/deployment=d", b'{"name":"load","labels":{},"value":1.0,"timestamp":"2026-03-02T10:00:00Z"}')
+    n, size = 7, len(one.json)
+    exact = RECORD_OVERHEAD_BYTES + len(one.key) + 2 + n * size + (n - 1)
+    records, _ = group([one] * 20, lambda key: 0, max_record_bytes=exact)
+    assert [r.samples for r in records] == [7, 7, 6]
+    assert len(records[0].value) + len(records[0].key) + RECORD_OVERHEAD_BYTES == exact
+    records, _ = group([one] * 20, lambda key: 0, max_record_bytes=exact - 1)
+    assert [r.samples for r in records] == [6, 6, 6, 2]
 
 
 def test_a_sample_larger_than_a_record_is_dropped() -> None:

@@ -66,12 +66,13 @@ def remote_write_samples(w: Worker, outcome: str) -> float:
 
 
 def post(w: Worker, path: str, body: bytes, headers: dict[str, str] | None = None,
-         token: str | None = TOKEN, timeout: float = 30.0) -> tuple[int, dict[str, str], Any]:
-    """POST raw bytes; (status, headers, JSON body or None)."""
+         token: str | None = TOKEN, timeout: float = 30.0, chunked: bool = False) -> tuple[int, dict[str, str], Any]:
+    """POST raw bytes (``chunked``: without Content-Length); (status, headers, JSON body or None)."""
     hdrs = dict(WRITE_HEADERS if headers is None else headers)
     if token is not None:
         hdrs["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(w.url(path), data=body, headers=hdrs, method="POST")
+    data: Any = iter([body[i:i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
+    req = urllib.request.Request(w.url(path), data=data, headers=hdrs, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, dict(r.headers), json.loads(r.read() or b"null")

@@ -158,6 +158,9 @@ def test_malformed_bodies_get_400_and_leave_nothing_on_the_topic(
     for name, (raw, reason) in BAD_BODIES.items():
         code, _, body = post(w, "/api/v1/write", raw)
         assert code == 400 and body["error"].startswith(reason), (name, code, body)
+    # a sender that streams without Content-Length is cut off at the limit too
+    code, _, body = post(w, "/api/v1/write", BAD_BODIES["oversize"][0], chunked=True)
+    assert code == 400 and body["error"].startswith("oversize: body is larger than"), (code, body)
     for headers in ({"Content-Encoding": "gzip"},
                     {"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"}):
         code, _, body = post(w, "/api/v1/write", write_request([]), headers=headers)
@@ -187,7 +190,7 @@ def test_malformed_bodies_get_400_and_leave_nothing_on_the_topic(
     assert by_deployment == {f"d{i}": [float(i), i + 0.5] for i in range(12)}
 
     audit = read_until(kafka_bootstrap, f"{unique_app_id}.audit",
-                       lambda rs: sum(r.get("kind") == "event.rejected" for r in rs) >= 8, timeout=30)
+                       lambda rs: sum(r.get("kind") == "event.rejected" for r in rs) >= 9, timeout=30)
     reasons = [r["reason"] for r in audit if r.get("kind") == "event.rejected"]
     for _, reason in BAD_BODIES.values():
         assert any(x.startswith(f"remote write refused: {reason}") for x in reasons), (reason, reasons)
