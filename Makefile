@@ -49,7 +49,7 @@ kafka-up: install ## start the embedded broker (prints bootstrap)
 kafka-down: install ## stop the embedded broker
 	$(BIN)/healer kafka down
 
-prometheus: install ## fetch Debian's prometheus + alertmanager for the tests (~/.cache/healer/prometheus; the tests do it too)
+prometheus: install ## fetch Debian's prometheus + alertmanager for the tests (~/.cache/healer/debian; the tests do it too)
 	$(BIN)/python -m tests.harness.prometheus
 
 clean: ## remove the venv and caches in the tree (not ~/.cache/healer)

@@ -327,29 +327,21 @@ def wait_drained(bootstrap: str, app: str, timeout: float, stable: float = 3.0,
 def backlog(bootstrap: str, app: str) -> dict[str, int]:
     """Records not yet processed, per topic, from the worker's own bookkeeping.
 
-    inputs and actions: the group's committed lag; ``signals``: end offset minus the last
-    applied offset in the targets table's changelog (``o``), per partition; ``audit-log``:
-    end offset minus the last sealed source offset found on ``audit``. Also the raw committed
-    lag Faust reports for signals (``faust_committed_lag_signals``; no consumer group reads the
-    audit-log: the sealer reads it by offset).
+    inputs and actions: the group's committed lag; ``audit-log``: end offset minus the last
+    sealed source offset found on ``audit`` (no consumer group reads the audit-log: the sealer
+    reads it by offset). Also the committed lag Faust reports for signals
+    (``faust_committed_lag_signals``: its committed offset can trail records it has processed).
     """
     out = lag(bootstrap, app, [f"{app}.alerts", f"{app}.metrics", f"{app}.actions"])
-    ends = end_offsets(bootstrap, [f"{app}.signals", f"{app}.audit-log"])
-    applied: dict[int, int] = {}
-    for r in read_topic(bootstrap, f"{app}-targets-changelog"):
-        if isinstance(r.value, dict) and isinstance(r.value.get("o"), int):
-            applied[r.partition] = max(applied.get(r.partition, -1), r.value["o"])
+    ends = end_offsets(bootstrap, [f"{app}.audit-log"])
     sealed: dict[int, int] = {}
     for r in read_topic(bootstrap, f"{app}.audit"):
         src = r.value.get("source") if isinstance(r.value, dict) else None
         if isinstance(src, dict) and isinstance(src.get("offset"), int):
             sealed[r.partition] = max(sealed.get(r.partition, -1), src["offset"])
-    out[f"{app}.signals"] = sum(max(0, end - applied.get(p, -1) - 1)
-                                for (t, p), end in ends.items() if t.endswith(".signals"))
     out[f"{app}.audit-log"] = sum(max(0, end - sealed.get(p, -1) - 1)
                                   for (t, p), end in ends.items() if t.endswith(".audit-log"))
-    raw = lag(bootstrap, app, [f"{app}.signals"])
-    out["faust_committed_lag_signals"] = raw[f"{app}.signals"]
+    out["faust_committed_lag_signals"] = lag(bootstrap, app, [f"{app}.signals"])[f"{app}.signals"]
     return out
 
 

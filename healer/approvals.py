@@ -1,4 +1,8 @@
-"""Approval state from the audit trail (pure).
+"""Approvals (pure): the worker's rule and the view from the audit trail.
+
+:func:`apply` is the approvals stage's rule: what one decision message
+(approve / deny / expire) does to one row of the worker's ``pending`` table,
+and what to audit and run; :func:`admit_request` records a new request.
 
 ``healer approvals list|approve|deny`` and the HTTP approvals API read the
 audit topic and fold it with :func:`fold`: an action is pending after
@@ -10,7 +14,8 @@ own partitions; the audit view works from any machine.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 TERMINAL = {"action.approved": "approved", "action.denied": "denied", "action.expired": "expired"}
@@ -88,3 +93,116 @@ def check_decidable(approvals: dict[str, Approval], action_id: str) -> Approval:
         when = f" at {a.decided_at}" if a.decided_at else ""
         raise ApprovalError(f"action {action_id} is already {a.state}{by}{when}; nothing to do")
     return a
+
+
+# ------------------------------------------------------------------ the worker's rule
+
+MAX_ACTOR = 200
+MAX_REASON = 2000
+DECISIONS = ("approve", "deny", "expire")
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One row of the worker's ``pending`` table: an action waiting for a human."""
+
+    state: str  # pending | approved | denied | expired
+    request: dict[str, Any]  # healer.models.ActionRequest, JSON form
+    expires_at: float  # epoch seconds (wall clock)
+    by: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"state": self.state, "request": self.request, "expires_at": self.expires_at}
+        if self.by is not None:
+            out["by"] = self.by
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Pending:
+        return cls(str(d["state"]), dict(d["request"]), float(d.get("expires_at", 0)), d.get("by"))
+
+    def due(self, now: datetime) -> bool:
+        """Still pending at or after its expiry: the worker sends itself an ``expire``."""
+        return self.state == "pending" and now.timestamp() >= self.expires_at
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decision on ``{app}.approvals``: approve | deny (a human) or expire (the worker's timer)."""
+
+    action_id: str
+    decision: str
+    actor: str
+    reason: str | None
+
+
+def parse_message(body: Any) -> Message | str:
+    """A decision message, or why it is not one (bounded, never echoing huge values)."""
+    if not isinstance(body, dict) or not isinstance(body.get("action_id"), str) or not body["action_id"]:
+        return "approval message needs action_id and decision"
+    decision = body.get("decision")
+    if decision not in DECISIONS:
+        return f"decision must be approve or deny, not {str(decision)[:40]!r}"
+    actor = str(body.get("actor") or "unknown")[:MAX_ACTOR]
+    reason = str(body.get("reason") or "")[:MAX_REASON] or None
+    return Message(body["action_id"][:200], str(decision), actor, reason)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the approvals stage does with one message.
+
+    ``pending``: the new row (None: leave the table alone); ``run``: the request
+    to put on ``{app}.actions``; ``audit``: entries to write first; ``refusal``:
+    why nothing happened (audited as ``event.rejected`` by the stage);
+    ``forward``: the message belongs to another partition (resend keyed by id).
+    """
+
+    pending: Pending | None = None
+    run: dict[str, Any] | None = None
+    audit: tuple[tuple[str, str, str | None], ...] = ()  # (kind, actor, reason) for the action
+    refusal: str | None = None
+    forward: bool = False
+    ignored: bool = False
+
+
+def apply(pending: Pending | None, msg: Message, now: datetime, *, keyed_by_action: bool) -> Outcome:
+    """The approval rule: what one decision message does to one pending row.
+
+    ``keyed_by_action``: the record's key is its action id, so this partition
+    owns the action (a message keyed otherwise is forwarded to its owner first).
+    A forged early ``expire`` (before ``expires_at``) is ignored; a decision on
+    an action that is no longer pending is refused with its state.
+    """
+    if pending is None:
+        if not keyed_by_action:
+            return Outcome(forward=True)
+        return Outcome(refusal=f"unknown action id {msg.action_id[:80]!r}: no pending approval")
+    if pending.state != "pending":
+        return Outcome(refusal=f"action {msg.action_id} is already {pending.state}")
+    if msg.decision == "expire":
+        if now.timestamp() < pending.expires_at:
+            return Outcome(ignored=True)  # not due (or forged): the timer sends it again when due
+        return Outcome(
+            pending=replace(pending, state="expired"),
+            audit=(("action.expired", "healer", "approval_timeout passed without a decision"),),
+        )
+    actor = f"user:{msg.actor}"
+    if msg.decision == "approve":
+        return Outcome(
+            pending=replace(pending, state="approved", by=msg.actor),
+            run=pending.request,
+            audit=(("action.approved", actor, msg.reason), ("action.queued", actor, None)),
+        )
+    return Outcome(
+        pending=replace(pending, state="denied", by=msg.actor),
+        audit=(("action.denied", actor, msg.reason),),
+    )
+
+
+def admit_request(pending: Pending | None, request: dict[str, Any], expires_at: float) -> Pending | None:
+    """A new approval request: the row to write, or None when the action is known already
+    (a replayed request never resets a decision)."""
+    if pending is not None:
+        return None
+    return Pending("pending", request, expires_at)

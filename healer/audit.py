@@ -20,6 +20,7 @@ SCHEMA = "healer.audit/v1"
 
 AuditKind = Literal[
     "event.received",
+    "input.batch",
     "event.rejected",
     "event.duplicate",
     "decision.suppressed",

@@ -140,18 +140,19 @@ def action_id(policy: CompiledPolicy, target_key: str, incident: str, position: 
 # ------------------------------------------------------------------ metrics
 
 
-def _aggregate(agg: str, points: list[tuple[float, str, float]]) -> float | None:
-    if not points:
+def _aggregate(agg: str, win: Window) -> float | None:
+    values = win.values
+    n = len(values)
+    if not n:
         return None
     if agg == "count":
-        return float(len(points))
+        return float(n)
     if agg == "last":
-        return points[-1][2]
+        return values[-1]
     if agg == "rate":
-        return _rate(points)
-    values = [p[2] for p in points]
+        return _rate(win)
     if agg == "avg":
-        return math.fsum(values) / len(values)
+        return math.fsum(values) / n
     if agg == "min":
         return min(values)
     if agg == "max":
@@ -161,10 +162,10 @@ def _aggregate(agg: str, points: list[tuple[float, str, float]]) -> float | None
     raise ValueError(f"unknown aggregate {agg}")
 
 
-def _rate(points: list[tuple[float, str, float]]) -> float | None:
+def _rate(win: Window) -> float | None:
     """Per-second increase summed over series, counter resets handled; None if < 2 points."""
-    per: dict[str, list[tuple[float, float]]] = {}
-    for t, s, v in points:
+    per: dict[int, list[tuple[float, float]]] = {}
+    for t, s, v in zip(win.times, win.sidx, win.values, strict=True):
         per.setdefault(s, []).append((t, v))
     total = 0.0
     any_rate = False
@@ -190,7 +191,11 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 
 
 def _series(signal: Signal) -> str:
-    return "\x1f".join(f"{k}={v}" for k, v in sorted(signal.labels.items()))
+    labels = signal.labels
+    if len(labels) == 1:
+        for k, v in labels.items():
+            return f"{k}={v}"
+    return "\x1f".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def _evaluate_metric(
@@ -201,7 +206,7 @@ def _evaluate_metric(
     settings: EngineSettings,
 ) -> tuple[bool, float, bool]:
     """Add the sample to its window; return (fires, eval_time, late)."""
-    t = signal.time.timestamp()
+    t = signal.t
     wkey = f"{p.name}\x1f{group_key(trig, signal.labels)}"
     win = state.windows.get(wkey)
     if win is None:
@@ -214,7 +219,7 @@ def _evaluate_metric(
     now = win.latest if win.latest is not None else t
     win.prune(now - span)
     _expire_groups(p, state, wkey, now - span)
-    value = _aggregate(trig.aggregate, win.points)
+    value = _aggregate(trig.aggregate, win)
     if value is None:
         return False, now, False  # undefined (e.g. rate of one point): no evaluation
     if not _OPS[trig.op](value, trig.threshold):
@@ -303,7 +308,7 @@ def decide(
 ) -> Outcome:
     """Decisions for one signal on one route; updates ``state``/``gstate`` in place."""
     out = Outcome()
-    t_sig = signal.time.timestamp()
+    t_sig = signal.t
 
     if signal.kind == "alert":
         starts = signal.starts_at.isoformat() if signal.starts_at else ""

@@ -1,31 +1,50 @@
-"""Parse raw input records into signals, or say exactly why not.
+"""Parse input records and plan what the ingest stage sends, or say exactly why not.
 
-Pure: bytes in, alerts/samples or a :class:`Rejected` out. The ingest agent
-sends rejections to the dead-letter topic and audits them; the replay harness
-and ``healer emit`` use the same parsers, so live and offline agree on what is
-valid.
+Pure: bytes in, signals (or a :class:`Rejected` with a reason) out; the
+replay harness, the HTTP receiver and ``healer emit`` use the same parsers,
+so live and offline agree on what is valid.
+
+:func:`plan_batch` is the ingest stage's whole rule for one batch of input
+records: parse each record, route each signal to its targets (routes of a
+metric series are computed once and remembered), pack the signals of each
+destination ``signals`` partition into one :class:`healer.wire.SignalBatch`,
+and say what to audit: one ``event.received`` per alert, one ``input.batch``
+per (metrics partition, contiguous run of offsets) with a digest of the raw
+records, and an ``event.rejected`` plus a dead letter per bad record.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from datetime import datetime
+import base64
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
+import msgspec
 
+from healer.audit import AuditEntry, entry_id, for_event
+from healer.engine import Route, route
+from healer.index import PolicySet
 from healer.models import (
     Alert,
     AlertmanagerPayload,
+    EventRef,
     MetricSample,
     Signal,
     alert_signal,
     metric_signal,
 )
+from healer.timeutil import epoch_of, format_time
+from healer.wire import SignalBatch, WireAlert, WireRoute, WireSample
 
 MAX_RECORD_BYTES = 1024 * 1024
 MAX_SAMPLES_PER_RECORD = 10_000
+DEADLETTER_RAW_MAX = 128 * 1024  # bytes of a rejected input kept in its dead letter (6x JSON-escaped < 1 MB)
+ROUTE_CACHE = 200_000  # metric series whose routes are remembered
 
 
 @dataclass(frozen=True)
@@ -33,31 +52,45 @@ class Rejected:
     reason: str
 
 
-def _first_error(exc: ValidationError) -> str:
-    errs = exc.errors()
-    parts = []
-    for e in errs[:3]:
-        loc = ".".join(str(x) for x in e["loc"] if not (isinstance(x, str) and "[" in x))
-        parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
-    more = f" (+{len(errs) - 3} more)" if len(errs) > 3 else ""
-    return "schema: " + "; ".join(parts) + more
+# ------------------------------------------------------------------ parsing
+
+_samples = msgspec.json.Decoder(MetricSample | list[MetricSample])
+_any = msgspec.json.Decoder()
 
 
-def decode_json(raw: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> Any | Rejected:
+def _schema_error(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    return f"schema: {text[:300]}"
+
+
+def _check_size(raw: bytes | None, max_bytes: int) -> Rejected | None:
     if raw is None:
         return Rejected("empty record (no value)")
     if len(raw) > max_bytes:
         return Rejected(f"oversize: {len(raw)} bytes > {max_bytes}")
+    return None
+
+
+def decode_json(raw: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> Any | Rejected:
+    """Any JSON document (UTF-8, size-checked), or why not."""
+    bad = _check_size(raw, max_bytes)
+    if bad is not None:
+        return bad
+    assert raw is not None
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Rejected(f"not UTF-8: {exc.reason} at byte {exc.start}")
-    try:
-        return json.loads(text)
+        return _any.decode(raw)
     except RecursionError:
         return Rejected("JSON nested too deeply")
-    except ValueError as exc:
-        return Rejected(f"not JSON: {exc}")
+    except msgspec.DecodeError as exc:
+        return _not_json(raw, exc)
+
+
+def _not_json(raw: bytes, exc: Exception) -> Rejected:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as u:
+        return Rejected(f"not UTF-8: {u.reason} at byte {u.start}")
+    return Rejected(f"not JSON: {str(exc)[:200]}")
 
 
 def parse_alerts(data: Any) -> list[Alert] | Rejected:
@@ -69,32 +102,74 @@ def parse_alerts(data: Any) -> list[Alert] | Rejected:
             version = data.get("version")
             if version != "4":
                 return Rejected(f"unsupported Alertmanager payload version {str(version)[:20]!r} (want \"4\")")
-            return AlertmanagerPayload.model_validate(data).alerts
-        return [Alert.model_validate(data)]
-    except ValidationError as exc:
-        return Rejected(_first_error(exc))
+            alerts = msgspec.convert(data, AlertmanagerPayload).alerts
+        else:
+            alerts = [msgspec.convert(data, Alert)]
+        for a in alerts:  # times are checked here, not at decision time
+            a.check_times()
+        return alerts
+    except msgspec.ValidationError as exc:
+        return Rejected(_schema_error(exc))
+    except ValueError as exc:
+        return Rejected(f"schema: {str(exc)[:300]}")
     except RecursionError:
         return Rejected("JSON nested too deeply")
 
 
 def parse_samples(data: Any) -> list[MetricSample] | Rejected:
-    """One metric sample or a JSON array of samples."""
+    """One metric sample or a JSON array of samples (already decoded JSON)."""
     items = data if isinstance(data, list) else [data]
     if len(items) > MAX_SAMPLES_PER_RECORD:
         return Rejected(f"oversize: {len(items)} samples > {MAX_SAMPLES_PER_RECORD}")
     if not items:
         return Rejected("schema: empty array of samples")
-    out = []
     try:
-        for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                return Rejected(f"schema: sample {i} is not an object")
-            out.append(MetricSample.model_validate(item))
-    except ValidationError as exc:
-        return Rejected(_first_error(exc))
+        out = [msgspec.convert(item, MetricSample) for item in items]
+    except msgspec.ValidationError as exc:
+        return Rejected(_schema_error(exc))
     except RecursionError:
         return Rejected("JSON nested too deeply")
-    return out
+    return _checked_samples(out)
+
+
+def decode_samples(raw: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> list[MetricSample] | Rejected:
+    """The hot path: bytes of a metrics record -> validated samples in one decode."""
+    bad = _check_size(raw, max_bytes)
+    if bad is not None:
+        return bad
+    assert raw is not None
+    try:
+        got = _samples.decode(raw)
+    except RecursionError:
+        return Rejected("JSON nested too deeply")
+    except msgspec.ValidationError as exc:
+        return Rejected(_schema_error(exc))
+    except msgspec.DecodeError as exc:
+        return _not_json(raw, exc)
+    items = got if isinstance(got, list) else [got]
+    if len(items) > MAX_SAMPLES_PER_RECORD:
+        return Rejected(f"oversize: {len(items)} samples > {MAX_SAMPLES_PER_RECORD}")
+    if not items:
+        return Rejected("schema: empty array of samples")
+    return _checked_samples(items)
+
+
+def _checked_samples(items: list[MetricSample]) -> list[MetricSample] | Rejected:
+    for i, s in enumerate(items):
+        try:
+            v = s.number()
+        except ValueError as exc:
+            return Rejected(f"schema: sample {i}: {exc}")
+        if not math.isfinite(v):
+            return Rejected(f"schema: sample {i}: value must be a finite number")
+        if isinstance(s.value, str):
+            s.value = v
+        if s.timestamp is not None:
+            try:
+                s.timestamp = epoch_of(s.timestamp)
+            except (ValueError, TypeError, OverflowError) as exc:
+                return Rejected(f"schema: sample {i}: timestamp: {str(exc)[:200]}")
+    return items
 
 
 def signals_from_alerts(alerts: list[Alert], time: datetime, event_base: str) -> list[Signal]:
@@ -104,44 +179,35 @@ def signals_from_alerts(alerts: list[Alert], time: datetime, event_base: str) ->
 
 
 def signals_from_samples(samples: list[MetricSample], time: datetime, event_base: str) -> list[Signal]:
+    t = time.timestamp()
     if len(samples) == 1:
-        return [metric_signal(samples[0], time, event_base)]
-    return [metric_signal(s, time, f"{event_base}#{i}") for i, s in enumerate(samples)]
+        return [metric_signal(samples[0], t, event_base)]
+    return [metric_signal(s, t, f"{event_base}#{i}") for i, s in enumerate(samples)]
 
 
 def parse_record(
     kind: str, raw: bytes | None, time: datetime, event_base: str, max_bytes: int = MAX_RECORD_BYTES
 ) -> list[Signal] | Rejected:
-    """Bytes from the alerts or metrics topic -> signals (event time rules of DESIGN.md).
+    """Bytes from the alerts or metrics topic -> signals (event time rules of the design).
 
     Never raises on input: whatever cannot become a signal is a Rejected with a reason.
     """
     try:
-        return _parse_record(kind, raw, time, event_base, max_bytes)
+        if kind == "alerts":
+            data = decode_json(raw, max_bytes)
+            if isinstance(data, Rejected):
+                return data
+            alerts = parse_alerts(data)
+            return alerts if isinstance(alerts, Rejected) else signals_from_alerts(alerts, time, event_base)
+        samples = decode_samples(raw, max_bytes)
+        return samples if isinstance(samples, Rejected) else signals_from_samples(samples, time, event_base)
     except (ValueError, TypeError, OverflowError, OSError, RecursionError) as exc:
         return Rejected(f"invalid: {type(exc).__name__}: {str(exc)[:200]}")
 
 
-def _parse_record(
-    kind: str, raw: bytes | None, time: datetime, event_base: str, max_bytes: int
-) -> list[Signal] | Rejected:
-    data = decode_json(raw, max_bytes)
-    if isinstance(data, Rejected):
-        return data
-    if kind == "alerts":
-        alerts = parse_alerts(data)
-        if isinstance(alerts, Rejected):
-            return alerts
-        return signals_from_alerts(alerts, time, event_base)
-    samples = parse_samples(data)
-    if isinstance(samples, Rejected):
-        return samples
-    return signals_from_samples(samples, time, event_base)
-
-
 # Labels that usually name the target of an alert or sample, most specific
 # workload first. Producers healer ships key records by them so that one
-# target's records share an input partition (see docs/streaming.md).
+# target's records share an input partition (docs/architecture.md).
 TARGET_HINT_LABELS = ("deployment", "statefulset", "service", "httproute", "model", "node", "pod")
 
 
@@ -152,3 +218,262 @@ def partition_key(labels: dict[str, str]) -> bytes:
         if labels.get(name):
             return f"{ns}/{name}={labels[name]}".encode()
     return (f"{ns}/alertname={labels.get('alertname', '')}").encode()
+
+
+# ------------------------------------------------------------------ batch planning
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One record of an input topic, as the ingest stage got it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float | None  # Kafka record time, epoch seconds
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class PlannedRoute:
+    """A route with what a batch needs of it: its wire form and signals partition."""
+
+    route: Route
+    wire: WireRoute
+    partition: int
+    ident: tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]]
+
+
+class Router:
+    """``engine.route`` for the ingest stage, with the routes of metric series remembered.
+
+    A series (metric name + label set, in the order the producer wrote the
+    labels) routes the same way every time: the policies are fixed for the
+    worker's life. Alerts are routed afresh (their templates may use
+    annotations, and they are few).
+    """
+
+    def __init__(self, policies: PolicySet, partition_of: Callable[[str], int],
+                 capacity: int = ROUTE_CACHE) -> None:
+        self.policies = policies
+        self.partition_of = partition_of
+        self.capacity = capacity
+        self._series: OrderedDict[tuple[str, tuple[tuple[str, str], ...]], tuple[PlannedRoute, ...]] = OrderedDict()
+
+    def _plan(self, routes: list[Route]) -> tuple[PlannedRoute, ...]:
+        out = []
+        for rt in routes:
+            target = rt.target.brief() if rt.target is not None else None
+            wire = WireRoute(rt.key, target, list(rt.policies), [(a, b) for a, b in rt.failures])
+            out.append(PlannedRoute(rt, wire, self.partition_of(rt.key), (rt.key, rt.policies, rt.failures)))
+        return tuple(out)
+
+    def for_signal(self, sig: Signal) -> tuple[PlannedRoute, ...]:
+        return self._plan(route(sig, self.policies))
+
+    def cached(self, name: str, labels: dict[str, str]) -> tuple[PlannedRoute, ...] | None:
+        return self._series.get((name, tuple(labels.items())))
+
+    def learn(self, sig: Signal) -> tuple[PlannedRoute, ...]:
+        """Route a sample's series once; later samples of it use :meth:`cached`."""
+        got = self._plan(route(sig, self.policies))
+        self._series[(sig.name or "", tuple(sig.labels.items()))] = got
+        if len(self._series) > self.capacity:
+            self._series.popitem(last=False)
+        return got
+
+
+class _BatchBuilder:
+    """The signals of one destination partition, with their routes and sources numbered."""
+
+    def __init__(self, at: float) -> None:
+        self.batch = SignalBatch(sources=[], routes=[], signals=[], at=at)
+        self._routes: dict[tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]], int] = {}
+        self._sources: dict[str, int] = {}
+
+    def source(self, name: str) -> int:
+        got = self._sources.get(name)
+        if got is None:
+            got = self._sources[name] = len(self.batch.sources)
+            self.batch.sources.append(name)
+        return got
+
+    def route(self, pr: PlannedRoute) -> int:
+        got = self._routes.get(pr.ident)
+        if got is None:
+            got = self._routes[pr.ident] = len(self.batch.routes)
+            self.batch.routes.append(pr.wire)
+        return got
+
+
+@dataclass
+class IngestPlan:
+    """What the ingest stage sends for one batch."""
+
+    signals: dict[int, SignalBatch] = field(default_factory=dict)  # signals partition -> batch
+    audit: list[AuditEntry] = field(default_factory=list)
+    deadletters: list[tuple[bytes | None, dict[str, Any]]] = field(default_factory=list)
+    received: int = 0  # records that parsed
+    rejected: int = 0
+    signal_count: int = 0
+
+
+def dead_letter(rec: InputRecord, reason: str, now: datetime) -> dict[str, Any]:
+    """The dead-letter record of a rejected input: it always fits in one record.
+
+    An input near the broker's size limit plus the envelope (and JSON escaping)
+    would not, and would fail ingest on every replay: the head is kept and the
+    full length is said.
+    """
+    raw = rec.value or b""
+    kept = raw[:DEADLETTER_RAW_MAX]
+    dl: dict[str, Any] = {
+        "topic": rec.topic,
+        "partition": rec.partition,
+        "offset": rec.offset,
+        "error": reason,
+        "raw": None,
+        "raw_base64": None,
+        "raw_bytes": len(raw),
+        "raw_truncated": len(kept) < len(raw),
+        "time": format_time(now),
+    }
+    if kept:
+        try:
+            dl["raw"] = kept.decode("utf-8")
+        except UnicodeDecodeError:
+            dl["raw_base64"] = base64.b64encode(kept).decode()
+    return dl
+
+
+def records_digest(values: Iterable[bytes | None]) -> str:
+    """SHA-256 over raw record values in offset order, each preceded by its length
+    (8 bytes, big-endian; 2**64-1 for a record without a value), so that record
+    boundaries are part of what is hashed. ``healer audit verify --inputs``
+    recomputes it from the topic."""
+    h = hashlib.sha256()
+    for v in values:
+        if v is None:
+            h.update(b"\xff" * 8)
+        else:
+            h.update(len(v).to_bytes(8, "big"))
+            h.update(v)
+    return h.hexdigest()
+
+
+def input_batch_entry(topic: str, partition: int, records: Sequence[InputRecord], rejected: int,
+                      samples: int, now: datetime) -> AuditEntry:
+    """``input.batch``: a contiguous run of one metrics partition, summarised."""
+    first, last = records[0].offset, records[-1].offset
+    eid = f"{topic}:{partition}:{first}-{last}"
+    return AuditEntry(
+        id=entry_id("input.batch", topic, partition, first, last),
+        time=format_time(now),
+        kind="input.batch",
+        event=EventRef(id=eid),
+        detail={
+            "topic": topic, "partition": partition, "first_offset": first, "last_offset": last,
+            "count": len(records), "samples": samples, "rejected": rejected,
+            "sha256": records_digest(r.value for r in records),
+        },
+    )
+
+
+def plan_batch(
+    kind: str,
+    records: Sequence[InputRecord],
+    router: Router,
+    now: datetime,
+    max_bytes: int = MAX_RECORD_BYTES,
+) -> IngestPlan:
+    """The ingest stage's rule for one batch of ``alerts`` or ``metrics`` records."""
+    plan = IngestPlan()
+    at = now.timestamp()
+    builders: dict[int, _BatchBuilder] = {}
+
+    def builder(partition: int) -> _BatchBuilder:
+        b = builders.get(partition)
+        if b is None:
+            b = builders[partition] = _BatchBuilder(at)
+        return b
+
+    # per metrics partition: (record, rejected?, samples) in arrival order
+    seen: dict[tuple[str, int], list[tuple[InputRecord, bool, int]]] = {}
+    for rec in records:
+        source = f"{rec.topic}:{rec.partition}"
+        base = f"{source}:{rec.offset}"
+        rtime = rec.timestamp if rec.timestamp else at
+        if kind == "metrics":
+            tally = seen.setdefault((rec.topic, rec.partition), [])
+            samples = decode_samples(rec.value, max_bytes)
+            if isinstance(samples, Rejected):
+                tally.append((rec, True, 0))
+                _reject(plan, rec, base, samples.reason, now)
+                continue
+            tally.append((rec, False, len(samples)))
+            plan.received += 1
+            single = len(samples) == 1
+            for i, s in enumerate(samples):
+                ts = s.timestamp
+                t = rtime if ts is None else float(ts)
+                value = float(s.value)  # _checked_samples made it a float
+                planned = router.cached(s.name, s.labels)
+                if planned is None:
+                    planned = router.learn(Signal(kind="metric", t=t, event_id=base, labels=s.labels,
+                                                  name=s.name, value=value))
+                for pr in planned:
+                    b = builder(pr.partition)
+                    b.batch.signals.append(WireSample(b.route(pr), b.source(source), rec.offset,
+                                                      -1 if single else i, t, s.name, value, s.labels))
+                plan.signal_count += len(planned)
+            continue
+        sigs = parse_record("alerts", rec.value, datetime.fromtimestamp(rtime, tz=UTC), base, max_bytes)
+        if isinstance(sigs, Rejected):
+            _reject(plan, rec, base, sigs.reason, now)
+            continue
+        plan.received += 1
+        for i, sig in enumerate(sigs):
+            planned = router.for_signal(sig)
+            plan.audit.append(for_event(
+                "event.received", sig.ref, now,
+                detail={"topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
+                        "kind": "alert", "routes": len(planned)},
+            ))
+            starts = sig.starts_at.timestamp() if sig.starts_at is not None else None
+            for pr in planned:
+                b = builder(pr.partition)
+                b.batch.signals.append(WireAlert(
+                    b.route(pr), b.source(source), rec.offset, -1 if len(sigs) == 1 else i, sig.t,
+                    sig.labels, sig.annotations, sig.status or "firing", sig.fingerprint or "", starts))
+            plan.signal_count += len(planned)
+    for (topic, partition), tally in seen.items():
+        for run in _runs(tally):
+            plan.audit.append(input_batch_entry(
+                topic, partition, [r for r, _, _ in run], sum(1 for _, bad, _ in run if bad),
+                sum(n for _, _, n in run), now))
+    plan.signals = {p: b.batch for p, b in builders.items()}
+    return plan
+
+
+def _runs(tally: list[tuple[InputRecord, bool, int]]) -> list[list[tuple[InputRecord, bool, int]]]:
+    """One partition's records split into runs of contiguous offsets (sorted, deduplicated:
+    the gap guard may hand a record over twice)."""
+    by_offset = {t[0].offset: t for t in tally}
+    runs: list[list[tuple[InputRecord, bool, int]]] = []
+    for off in sorted(by_offset):
+        if runs and runs[-1][-1][0].offset == off - 1:
+            runs[-1].append(by_offset[off])
+        else:
+            runs.append([by_offset[off]])
+    return runs
+
+
+def _reject(plan: IngestPlan, rec: InputRecord, base: str, reason: str, now: datetime) -> None:
+    plan.rejected += 1
+    plan.deadletters.append((rec.key, dead_letter(rec, reason, now)))
+    plan.audit.append(for_event(
+        "event.rejected", EventRef(id=base), now, reason=reason,
+        detail={"topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
+                "bytes": len(rec.value or b"")},
+    ))

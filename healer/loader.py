@@ -11,7 +11,7 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -29,6 +29,12 @@ from healer.policy import (
 )
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
+# YAML aliases share one node; building values copies it at each use, so a few
+# hundred bytes of nested aliases ("billion laughs") expand to gigabytes. Sharing
+# a guards block among a few hundred policies stays far below this cap.
+MAX_ALIAS_NODES = 10_000
+# policies nest about 8 levels deep; the cap keeps recursion far from Python's limit
+MAX_DEPTH = 64
 YAML_SUFFIXES = (".yaml", ".yml")
 
 PathKey = tuple[str | int, ...]
@@ -64,27 +70,87 @@ class LoadResult:
     files: list[str] = field(default_factory=list)
 
 
-def _construct(node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) -> Any:
-    """Build Python values from a composed YAML node, recording each path's line."""
+class _Bounds(yaml.YAMLError):
+    """A document that would expand past MAX_ALIAS_NODES or nest past MAX_DEPTH."""
+
+    def __init__(self, line: int, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.line, self.message, self.hint = line, message, hint
+
+
+@dataclass
+class _Walk:
+    """What _construct has built so far in one file: to bound alias expansion."""
+
+    built: set[int] = field(default_factory=set)  # ids of nodes constructed once
+    open: set[int] = field(default_factory=set)  # ids of nodes on the current path
+    aliased: int = 0  # values built again through an alias
+
+
+def _construct(
+    node: yaml.Node,
+    path: PathKey,
+    lines: dict[PathKey, int],
+    walk: _Walk,
+    alias_line: int | None = None,
+) -> Any:
+    """Build Python values from a composed YAML node, recording each path's line.
+
+    ``alias_line`` is the line of the alias being expanded (None outside one).
+    """
     # a key's own line wins over the line where its (block) value starts
-    lines.setdefault(path, node.start_mark.line + 1)
+    here = lines.setdefault(path, node.start_mark.line + 1)
+    key = id(node)
+    if key in walk.open:
+        raise _Bounds(
+            here,
+            "a YAML alias refers to a node that contains it (a self-reference)",
+            "an anchor cannot be used inside itself; write the value out",
+        )
+    if alias_line is None and key in walk.built:
+        alias_line = here  # the line of the key (or list) that uses the alias
+    if alias_line is not None:
+        walk.aliased += 1
+        if walk.aliased > MAX_ALIAS_NODES:
+            raise _Bounds(
+                alias_line,
+                f"YAML aliases expand to more than {MAX_ALIAS_NODES} values in this file",
+                "aliases nested in aliases multiply (an alias bomb?); "
+                "write the values out or share fewer, smaller anchors",
+            )
+    if len(path) > MAX_DEPTH:
+        raise _Bounds(
+            here,
+            f"the document nests deeper than {MAX_DEPTH} levels",
+            "policies need about 8 levels; flatten the structure",
+        )
+    walk.built.add(key)
     if isinstance(node, yaml.MappingNode):
+        walk.open.add(key)
         out: dict[Any, Any] = {}
         for knode, vnode in node.value:
-            key = _construct(knode, (*path, "<key>"), {})
-            if isinstance(key, list | dict):
+            k = _construct(knode, (*path, "<key>"), {}, walk, alias_line)
+            if isinstance(k, list | dict):
                 raise yaml.constructor.ConstructorError(
                     None, None, "mapping keys must be scalars", knode.start_mark
                 )
-            if key in out:
+            if k in out:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", knode.start_mark
+                    None, None, f"duplicate key {k!r}", knode.start_mark
                 )
-            lines[(*path, str(key))] = knode.start_mark.line + 1
-            out[key] = _construct(vnode, (*path, str(key)), lines)
+            lines[(*path, str(k))] = knode.start_mark.line + 1
+            out[k] = _construct(vnode, (*path, str(k)), lines, walk, alias_line)
+        walk.open.discard(key)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(v, (*path, i), lines) for i, v in enumerate(node.value)]
+        walk.open.add(key)
+        items = []
+        for i, v in enumerate(node.value):
+            if id(v) in walk.built:  # an alias item: its line is the list's
+                lines.setdefault((*path, i), here)
+            items.append(_construct(v, (*path, i), lines, walk, alias_line))
+        walk.open.discard(key)
+        return items
     return _SCALARS.construct_object(node, deep=True)
 
 
@@ -108,24 +174,59 @@ def _loc(loc: Iterable[Any]) -> PathKey:
     return tuple(out)
 
 
-def _allowed_fields(model: type[BaseModel], loc: PathKey) -> list[str]:
-    """Field names allowed at ``loc`` (for typo hints)."""
+def _model_at(model: type[BaseModel], loc: PathKey) -> Any:
+    """The model that holds the fields at ``loc`` (list indexes skipped), or None."""
     current: Any = model
-    for part in loc[:-1]:
+    for part in loc:
         if isinstance(part, int):
             continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
-        fld = current.model_fields.get(part) or next(
-            (f for f in current.model_fields.values() if f.alias == part), None
-        )
+        fld = _field(current, part)
         if fld is None:
-            return []
-        ann = fld.annotation
-        current = _model_in(ann)
+            return None
+        current = _model_in(fld.annotation)
+    return current
+
+
+def _field(model: Any, name: str | int) -> Any:
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return None
+    return model.model_fields.get(str(name)) or next(
+        (f for f in model.model_fields.values() if f.alias == name), None
+    )
+
+
+def _allowed_fields(model: type[BaseModel], loc: PathKey) -> list[str]:
+    """Field names allowed at ``loc`` (for typo hints)."""
+    current = _model_at(model, loc[:-1])
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [f.alias or n for n, f in current.model_fields.items()]
     return []
+
+
+def _literal_choices(model: type[BaseModel], loc: PathKey) -> list[str]:
+    """The values a Literal field at ``loc`` accepts (for did-you-mean hints)."""
+    fld = _field(_model_at(model, loc[:-1]), loc[-1]) if loc else None
+    out: list[str] = []
+    pending = [fld.annotation] if fld is not None else []
+    while pending:
+        ann = pending.pop()
+        if get_origin(ann) is Literal:
+            out.extend(str(a) for a in get_args(ann))
+        else:
+            pending.extend(get_args(ann))
+    return out
+
+
+def _closest(value: Any, choices: list[str]) -> str | None:
+    """The choice ``value`` was probably meant to be: same letters in another case, or close."""
+    if not isinstance(value, str):
+        return None
+    for c in choices:
+        if c.lower() == value.lower():
+            return c
+    lowered = {c.lower(): c for c in choices}
+    near = difflib.get_close_matches(value.lower(), list(lowered), n=1)
+    return lowered[near[0]] if near else None
 
 
 def _model_in(ann: Any) -> Any:
@@ -166,11 +267,16 @@ def _pydantic_errors(
             msg = f"missing required field {'.'.join(map(str, loc))!r}"
         elif err["type"] == "literal_error":
             msg = f"{'.'.join(map(str, loc))}: {msg}"
+            meant = _closest(err.get("input"), _literal_choices(model, loc))
+            hint = f"did you mean {meant!r}?" if meant else hint
         else:
             msg = f"{'.'.join(map(str, loc))}: {msg}" if loc else msg
         line = _line_for(loc, lines)
         out.append(LoadError(file, line if line is not None else base, msg, hint))
     return out
+
+
+_TOO_DEEP = "the document nests too deeply to load (or an alias refers to itself)"
 
 
 def load_documents(text: str, file: str, catalog: Catalog) -> LoadResult:
@@ -188,59 +294,81 @@ def load_documents(text: str, file: str, catalog: Catalog) -> LoadResult:
             )
         )
         return res
+    except RecursionError:
+        res.errors.append(LoadError(file, None, _TOO_DEEP, f"nest at most {MAX_DEPTH} levels"))
+        return res
+    walk = _Walk()
     for node in nodes:
         if node is None:
             continue
         lines: dict[PathKey, int] = {}
         base = node.start_mark.line + 1
         try:
-            data = _construct(node, (), lines)
+            data = _construct(node, (), lines, walk)
+        except _Bounds as exc:
+            res.errors.append(LoadError(file, exc.line, exc.message, exc.hint))
+            return res  # an alias cap is per file: the next documents would hit it at once
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             res.errors.append(
                 LoadError(file, mark.line + 1 if mark else base, str(getattr(exc, "problem", exc)))
             )
             continue
+        except RecursionError:
+            res.errors.append(LoadError(file, base, _TOO_DEEP, f"nest at most {MAX_DEPTH} levels"))
+            continue
         if data is None:
             continue  # an empty document ("---" with nothing after it)
-        if not isinstance(data, dict):
-            res.errors.append(
-                LoadError(
-                    file, base, "a document must be a mapping with apiVersion, kind, metadata, spec"
-                )
-            )
-            continue
-        kind = data.get("kind")
-        model: type[PolicyDoc] | type[SilenceDoc]
-        if kind == "Policy":
-            model = PolicyDoc
-        elif kind == "Silence":
-            model = SilenceDoc
-        else:
-            res.errors.append(
-                LoadError(
-                    file,
-                    lines.get(("kind",), base),
-                    f"unknown kind {kind!r}",
-                    "use kind: Policy or kind: Silence",
-                )
-            )
-            continue
         try:
-            doc = model.model_validate(data, context={"catalog": catalog})
-        except ValidationError as exc:
-            res.errors.extend(_pydantic_errors(exc, model, file, base, lines))
-            continue
-        if isinstance(doc, SilenceDoc):
-            res.silences.append(compile_silence(doc))
-            continue
-        try:
-            res.policies.append(compile_policy(doc, catalog, source=f"{file}:{base}"))
-        except CompileError as exc:
-            res.errors.append(
-                LoadError(file, _line_for(exc.path, lines) or base, exc.message, exc.hint)
-            )
+            _load_document(data, file, base, lines, catalog, res)
+        except RecursionError:  # a last resort: _construct bounds depth well below the limit
+            res.errors.append(LoadError(file, base, _TOO_DEEP, f"nest at most {MAX_DEPTH} levels"))
     return res
+
+
+def _load_document(
+    data: Any,
+    file: str,
+    base: int,
+    lines: dict[PathKey, int],
+    catalog: Catalog,
+    res: LoadResult,
+) -> None:
+    """Validate and compile one document's values into ``res``."""
+    if not isinstance(data, dict):
+        res.errors.append(
+            LoadError(file, base, "a document must be a mapping with apiVersion, kind, metadata, spec")
+        )
+        return
+    kind = data.get("kind")
+    model: type[PolicyDoc] | type[SilenceDoc]
+    if kind == "Policy":
+        model = PolicyDoc
+    elif kind == "Silence":
+        model = SilenceDoc
+    else:
+        close = _closest(kind, ["Policy", "Silence"])
+        res.errors.append(
+            LoadError(
+                file,
+                lines.get(("kind",), base),
+                f"unknown kind {kind!r}",
+                f"did you mean {close!r}?" if close else "use kind: Policy or kind: Silence",
+            )
+        )
+        return
+    try:
+        doc = model.model_validate(data, context={"catalog": catalog})
+    except ValidationError as exc:
+        res.errors.extend(_pydantic_errors(exc, model, file, base, lines))
+        return
+    if isinstance(doc, SilenceDoc):
+        res.silences.append(compile_silence(doc))
+        return
+    try:
+        res.policies.append(compile_policy(doc, catalog, source=f"{file}:{base}"))
+    except CompileError as exc:
+        res.errors.append(LoadError(file, _line_for(exc.path, lines) or base, exc.message, exc.hint))
 
 
 def _files(paths: Iterable[str | Path]) -> tuple[list[Path], list[LoadError]]:

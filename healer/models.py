@@ -1,25 +1,30 @@
 """Wire and domain models: alerts, metric samples, signals, targets, decisions,
 action requests.
 
-Everything that crosses a topic or the plan format is defined here, with
-pydantic v2, so ``streams`` (live) and ``healer policy test`` (replay) parse
-input the same way.
+Everything that crosses a topic or the plan format is defined here, so
+``streams`` (live) and ``healer policy test`` (replay) parse input the same
+way: the input shapes (alerts, samples) as msgspec structs for the hot path,
+the rest with pydantic v2. The internal topics' envelopes are in
+``healer.wire``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import msgspec
+from msgspec import Meta
+from pydantic import BaseModel, ConfigDict, Field
 
-from healer.timeutil import format_time, parse_time
+from healer.timeutil import epoch_of, format_time, parse_time
 
 MAX_LABELS = 128
 MAX_LABEL_NAME = 256
 MAX_LABEL_VALUE = 16 * 1024
+MAX_ALERTS_PER_PAYLOAD = 10_000
 
 TargetKind = Literal[
     "Deployment", "StatefulSet", "Pod", "Node", "Service", "HTTPRoute", "TritonModel"
@@ -27,19 +32,13 @@ TargetKind = Literal[
 DecisionKind = Literal["execute", "pending_approval", "suppressed"]
 
 
-def _check_labels(v: dict[str, Any]) -> dict[str, str]:
-    if len(v) > MAX_LABELS:
-        raise ValueError(f"too many labels ({len(v)} > {MAX_LABELS})")
-    out: dict[str, str] = {}
-    for k, val in v.items():
-        if not isinstance(k, str) or not k or len(k) > MAX_LABEL_NAME:
-            raise ValueError(f"bad label name {str(k)[:40]!r}")
-        if not isinstance(val, str):
-            raise ValueError(f"label {k!r} must be a string")
-        if len(val) > MAX_LABEL_VALUE:
-            raise ValueError(f"label {k!r} is {len(val)} chars (max {MAX_LABEL_VALUE})")
-        out[k] = val
-    return out
+# Input shapes are msgspec structs: the ingest hot path decodes and validates a
+# record in one C call (about 0.4 us per sample), and the HTTP receiver, the
+# replay harness and the worker share these exact rules.
+LabelName = Annotated[str, Meta(min_length=1, max_length=MAX_LABEL_NAME)]
+LabelValue = Annotated[str, Meta(max_length=MAX_LABEL_VALUE)]
+Labels = Annotated[dict[LabelName, LabelValue], Meta(max_length=MAX_LABELS)]
+TimeValue = float | str | None
 
 
 def fingerprint_of(labels: dict[str, str]) -> str:
@@ -48,85 +47,64 @@ def fingerprint_of(labels: dict[str, str]) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
-class Alert(BaseModel):
-    """One Alertmanager alert object (the element of ``alerts[]``)."""
-
-    model_config = ConfigDict(extra="ignore")
+class Alert(msgspec.Struct, kw_only=True):
+    """One Alertmanager alert object (the element of ``alerts[]``); unknown keys are ignored."""
 
     status: Literal["firing", "resolved"] = "firing"
-    labels: dict[str, str]
-    annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: datetime | None = None
-    endsAt: datetime | None = None
+    labels: Labels
+    annotations: Labels = msgspec.field(default_factory=dict)
+    startsAt: TimeValue = None
+    endsAt: TimeValue = None
     generatorURL: str = ""
     fingerprint: str = ""
-
-    @field_validator("labels", "annotations", mode="before")
-    @classmethod
-    def _labels(cls, v: Any) -> Any:
-        if not isinstance(v, dict):
-            raise ValueError("must be an object of string values")
-        return _check_labels(v)
-
-    @field_validator("startsAt", "endsAt", mode="before")
-    @classmethod
-    def _time(cls, v: Any) -> Any:
-        if v is None or v == "":
-            return None
-        if isinstance(v, str | int | float) and not isinstance(v, bool):
-            parsed = parse_time(v)
-            # Alertmanager uses 0001-01-01 for "unset" endsAt.
-            return None if parsed.year <= 1 else parsed
-        raise ValueError("must be an RFC 3339 time")
 
     def effective_fingerprint(self) -> str:
         return self.fingerprint or fingerprint_of(self.labels)
 
+    def starts_at(self) -> datetime | None:
+        return _alert_time(self.startsAt)
 
-class AlertmanagerPayload(BaseModel):
+    def check_times(self) -> None:
+        """Raise ValueError when startsAt or endsAt is not a time."""
+        _alert_time(self.startsAt)
+        _alert_time(self.endsAt)
+
+
+def _alert_time(v: TimeValue) -> datetime | None:
+    if v is None or v == "":
+        return None
+    parsed = parse_time(v)
+    # Alertmanager uses 0001-01-01 for "unset" times.
+    return None if parsed.year <= 1 else parsed
+
+
+class AlertmanagerPayload(msgspec.Struct, kw_only=True):
     """Alertmanager webhook payload, version 4."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    version: Literal["4"]
+    version: str
     receiver: str = ""
     status: str = ""
-    alerts: list[Alert] = Field(max_length=10_000)
+    alerts: Annotated[list[Alert], Meta(max_length=MAX_ALERTS_PER_PAYLOAD)]
     groupKey: str = ""
 
 
-class MetricSample(BaseModel):
+class MetricSample(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """One metric sample; ``timestamp`` absent means the Kafka record time."""
 
-    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Meta(min_length=1, max_length=MAX_LABEL_NAME)]
+    value: float | str
+    labels: Labels = msgspec.field(default_factory=dict)
+    timestamp: TimeValue = None
 
-    name: str = Field(min_length=1, max_length=MAX_LABEL_NAME)
-    value: float
-    labels: dict[str, str] = Field(default_factory=dict)
-    timestamp: datetime | None = None
-
-    @field_validator("labels", mode="before")
-    @classmethod
-    def _labels(cls, v: Any) -> Any:
-        if not isinstance(v, dict):
-            raise ValueError("must be an object of string values")
-        return _check_labels(v)
-
-    @field_validator("value", mode="before")
-    @classmethod
-    def _value(cls, v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, int | float | str):
-            raise ValueError("value must be a number")
+    def number(self) -> float:
+        """``value`` as a float (numeric strings are accepted, as Prometheus' JSON writes them)."""
+        v = self.value
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                raise ValueError(f"value must be a number, not {v[:40]!r}") from None
         return v
-
-    @field_validator("timestamp", mode="before")
-    @classmethod
-    def _ts(cls, v: Any) -> Any:
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, str | int | float):
-            raise ValueError("timestamp must be RFC 3339 or epoch seconds")
-        return parse_time(v)
 
 
 class EventRef(BaseModel):
@@ -136,21 +114,54 @@ class EventRef(BaseModel):
     fingerprint: str | None = None
 
 
-class Signal(BaseModel):
-    """One normalised input: an alert delivery or a metric sample, at event time."""
+SignalKind = Literal["alert", "metric"]
 
-    kind: Literal["alert", "metric"]
-    time: datetime
-    event_id: str
-    labels: dict[str, str]
-    annotations: dict[str, str] = Field(default_factory=dict)
-    # alerts
-    status: Literal["firing", "resolved"] | None = None
-    fingerprint: str | None = None
-    starts_at: datetime | None = None
-    # metrics
-    name: str | None = None
-    value: float | None = None
+
+class Signal:
+    """One normalised input: an alert delivery or a metric sample, at event time.
+
+    A plain slotted class (the decide stage makes one per sample): ``t`` is the
+    event time in epoch seconds; ``time`` gives it as a datetime.
+    """
+
+    __slots__ = (
+        "annotations", "event_id", "fingerprint", "kind", "labels", "name", "starts_at",
+        "status", "t", "value",
+    )
+
+    def __init__(
+        self,
+        *,
+        kind: SignalKind,
+        event_id: str,
+        labels: dict[str, str],
+        time: datetime | None = None,
+        t: float | None = None,
+        annotations: dict[str, str] | None = None,
+        status: Literal["firing", "resolved"] | None = None,
+        fingerprint: str | None = None,
+        starts_at: datetime | None = None,
+        name: str | None = None,
+        value: float | None = None,
+    ) -> None:
+        if t is None:
+            if time is None:
+                raise ValueError("a signal needs its event time (time or t)")
+            t = time.timestamp()
+        self.kind = kind
+        self.t = t
+        self.event_id = event_id
+        self.labels = labels
+        self.annotations = annotations if annotations is not None else {}
+        self.status = status
+        self.fingerprint = fingerprint
+        self.starts_at = starts_at
+        self.name = name
+        self.value = value
+
+    @property
+    def time(self) -> datetime:
+        return datetime.fromtimestamp(self.t, tz=UTC)
 
     @property
     def ref(self) -> EventRef:
@@ -162,6 +173,9 @@ class Signal(BaseModel):
             return {**self.labels, "__name__": self.name}
         return self.labels
 
+    def __repr__(self) -> str:
+        return f"Signal({self.kind} {self.event_id} t={self.t} {self.labels})"
+
 
 def alert_signal(alert: Alert, time: datetime, event_id: str) -> Signal:
     return Signal(
@@ -172,18 +186,19 @@ def alert_signal(alert: Alert, time: datetime, event_id: str) -> Signal:
         annotations=alert.annotations,
         status=alert.status,
         fingerprint=alert.effective_fingerprint(),
-        starts_at=alert.startsAt,
+        starts_at=alert.starts_at(),
     )
 
 
-def metric_signal(sample: MetricSample, record_time: datetime, event_id: str) -> Signal:
+def metric_signal(sample: MetricSample, record_time: float, event_id: str) -> Signal:
+    ts = sample.timestamp
     return Signal(
         kind="metric",
-        time=sample.timestamp or record_time,
+        t=record_time if ts is None else epoch_of(ts),
         event_id=event_id,
         labels=sample.labels,
         name=sample.name,
-        value=sample.value,
+        value=sample.number(),
     )
 
 

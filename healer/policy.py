@@ -32,7 +32,7 @@ from pydantic_core import PydanticCustomError
 
 from healer.catalog import Catalog, Params
 from healer.durations import parse_duration
-from healer.matchers import Matcher, MatcherError
+from healer.matchers import Matcher, MatcherError, canonical
 from healer.models import TargetKind, VerifySpec
 from healer.templating import FieldKind, Template, TemplateError
 
@@ -47,14 +47,20 @@ _DURATION_SCHEMA: dict[str, Any] = {
 }
 _MATCHER_SCHEMA: dict[str, Any] = {
     "type": "string",
-    "pattern": r"""^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)""",
-    "description": "an Alertmanager matcher: "
-    'name="value", name!="value", name=~"regex", name!~"regex"',
+    "pattern": r"""^[ \t\n\f\r]*[a-zA-Z_:][a-zA-Z0-9_:]*[ \t\n\f\r]*(=~|!~|!=|=)""",
+    "description": "one Alertmanager matcher: "
+    'name="value", name!="value", name=~"regex", name!~"regex" (RE2, fully anchored)',
 }
 
 
 def _matcher(v: str) -> str:
-    Matcher.parse(v)  # raises MatcherError (a ValueError) saying what is wrong
+    try:
+        Matcher.parse(v)
+    except MatcherError as exc:
+        # a custom error carries the hint to the loader's message
+        raise PydanticCustomError(
+            "matcher", "{message}", {"message": exc.message, "hint": exc.hint}
+        ) from exc
     return v
 
 
@@ -469,10 +475,18 @@ _DURATION_PATHS = (
 )
 
 
+_TRIGGER_KINDS = ("alert", "metric")
+
+
 def revision_of(spec: PolicySpec) -> str:
-    """Hash of the normalised spec: stable under key order, formatting, defaults
-    and duration spelling ("5m" == "300s" == 300)."""
+    """Hash of the normalised spec: stable under key order, formatting, defaults,
+    duration spelling ("5m" == "300s" == 300) and matcher spelling and order
+    (``a=b``, ``a = "b"`` and ``a="b"`` are one matcher; the list is a conjunction)."""
     norm = spec.model_dump(mode="json", by_alias=True)
+    for kind in _TRIGGER_KINDS:
+        trigger = norm["trigger"].get(kind)
+        if isinstance(trigger, dict) and trigger.get("matchers"):
+            trigger["matchers"] = sorted({canonical(m) for m in trigger["matchers"]})
     for path in _DURATION_PATHS:
         node: Any = norm
         for part in path[:-1]:

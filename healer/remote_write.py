@@ -26,18 +26,19 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import cramjam
+import msgspec
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
-from pydantic import ValidationError
 
 from healer.index import PolicySet
 from healer.ingest import MAX_RECORD_BYTES, MAX_SAMPLES_PER_RECORD, Rejected, partition_key
 from healer.models import MetricSample
+from healer.partitioner import partition_for
 from healer.timeutil import format_time
 
 # A compressed body larger than this is refused before it is decompressed; the snappy header's
@@ -184,8 +185,8 @@ def _series_prefix(name: str, labels: dict[str, str], n_labels: int) -> bytes | 
     if not name or len(labels) != n_labels - 1:  # no __name__, or a label name given twice
         return None
     try:
-        MetricSample.model_validate({"name": name, "value": 0.0, "labels": labels})
-    except ValidationError:
+        msgspec.convert({"name": name, "value": 0.0, "labels": labels}, MetricSample)
+    except msgspec.ValidationError:
         return None
     head = {"name": name, "labels": labels}
     return _dumps(head)[:-1] + b","
@@ -210,21 +211,26 @@ def _dumps(obj: Any) -> bytes:
 
 
 def group(
-    kept: Iterable[Kept], partition_of: Callable[[bytes], int], max_record_bytes: int = MAX_RECORD_BYTES,
+    kept: Iterable[Kept], partitions: int, max_record_bytes: int = MAX_RECORD_BYTES,
     max_samples: int = MAX_SAMPLES_PER_RECORD,
 ) -> tuple[list[Record], int]:
-    """Records for one request: one per destination partition, split when larger than
-    ``max_samples`` samples or ``max_record_bytes`` bytes (key and overhead included).
+    """Records for one request: one per destination partition of ``{app}.metrics`` (which has
+    ``partitions``), split when larger than ``max_samples`` samples or ``max_record_bytes`` bytes
+    (key and overhead included).
 
-    ``partition_of`` maps a key to the partition the producer's partitioner puts it on. Each
-    record is keyed by its first sample's key, so a partitioner that hashes keys sends the
-    record to the partition its samples were grouped for. Samples keep their request order
-    within a partition. Returns the records and the number of samples dropped because one alone
-    does not fit in a record (``too_large``).
+    A sample's partition is the one Kafka's default partitioner gives its key
+    (``healer.partitioner.partition_for``). Each record is keyed by its first sample's key, so
+    the producer's partitioner sends the record to the partition its samples were grouped for.
+    Samples keep their request order within a partition. Returns the records and the number of
+    samples dropped because one alone does not fit in a record (``too_large``).
     """
     by_partition: dict[int, list[Kept]] = {}
+    known: dict[bytes, int] = {}  # a series' samples share a key: hash it once
     for k in kept:
-        by_partition.setdefault(partition_of(k.key), []).append(k)
+        p = known.get(k.key)
+        if p is None:
+            p = known[k.key] = partition_for(k.key, partitions)
+        by_partition.setdefault(p, []).append(k)
     records: list[Record] = []
     too_large = 0
     for partition in sorted(by_partition):

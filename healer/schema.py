@@ -128,8 +128,10 @@ def audit_schema() -> dict[str, Any]:
             "detail": obj_or_null,
             "source": {
                 "type": "object",
-                "description": "the audit-log partition/offset it was sealed from (extension)",
-                "properties": {"partition": {"type": "integer"}, "offset": {"type": "integer"}},
+                "description": "the audit-log partition, offset and (for a record that carried "
+                "several entries) index it was sealed from (extension)",
+                "properties": {"partition": {"type": "integer"}, "offset": {"type": "integer"},
+                               "index": {"type": "integer"}},
             },
             "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
             "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$",

@@ -1,12 +1,12 @@
 """Prometheus metrics of one worker, in a registry of its own (no global state).
 
-``HealerApp`` owns a :class:`Metrics` and calls its helpers from the agents
-(events in/rejected/duplicate, decisions, action outcomes and durations,
+``HealerApp`` owns a :class:`Metrics`; the stages call its helpers (events
+in/rejected/duplicate, decisions, action outcomes and durations,
 alert-to-action latency); ``streams.remote_write`` counts remote-write samples by
 outcome; ``streams.http`` serves ``GET /metrics`` and calls
 :meth:`Metrics.refresh` first, which samples the gauges that are read at
-scrape time (consumer lag, pending approvals, readiness). docs/metrics.md
-lists every metric.
+scrape time (consumer lag, pending approvals, readiness) from anything that
+offers :class:`Observed` (the worker does). docs/metrics.md lists every metric.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
@@ -23,7 +23,17 @@ from prometheus_client.exposition import generate_latest
 from healer.remote_write import OUTCOMES
 
 if TYPE_CHECKING:
-    from streams.app import HealerApp
+    from healer.decider import DecideOutputs
+
+
+class Observed(Protocol):
+    """What a scrape reads from the worker."""
+
+    def readiness(self) -> dict[str, Any]: ...
+
+    def pending_count(self) -> int: ...
+
+    async def consumer_lag(self) -> dict[tuple[str, int], int]: ...
 
 log = logging.getLogger("healer.metrics")
 
@@ -100,6 +110,21 @@ class Metrics:
         """``outcome``: received | rejected | duplicate; ``topic``: alerts | metrics."""
         self.events.labels(topic=topic, outcome=outcome).inc()
 
+    def events_n(self, topic: str, outcome: str, n: int) -> None:
+        if n:
+            self.events.labels(topic=topic, outcome=outcome).inc(n)
+
+    def decided(self, out: DecideOutputs, now: datetime) -> None:
+        """The counters of one decide batch."""
+        for sig in out.duplicates:
+            self.event(f"{sig.kind}s", "duplicate")
+        for d in out.decisions:
+            self.decision(d.policy, d.decision, d.reason)
+        t_now = now.timestamp()
+        for kind, t in out.queued:
+            if kind == "alert":
+                self.alert_to_action.observe(max(t_now - t, 0.0))
+
     def gap(self, topic: str, records: int) -> None:
         self.stream_gaps.labels(topic=topic).inc()
         self.stream_gap_records.labels(topic=topic).inc(records)
@@ -118,14 +143,9 @@ class Metrics:
         self.actions.labels(use=use, outcome=outcome).inc()
         self.action_duration.labels(use=use).observe(max(seconds, 0.0))
 
-    def action_queued(self, kind: str, input_time: datetime, now: datetime) -> None:
-        """An alert's action was queued; metric samples carry their own (scrape) time: skipped."""
-        if kind == "alert":
-            self.alert_to_action.observe(max((now - input_time).total_seconds(), 0.0))
-
     # ------------------------------------------------------------ scrape
 
-    async def refresh(self, healer: HealerApp) -> None:
+    async def refresh(self, healer: Observed) -> None:
         """Sample the scrape-time gauges from the running worker."""
         ready = False
         try:
@@ -133,9 +153,9 @@ class Metrics:
         except Exception:  # not started yet: not ready
             ready = False
         self.ready.set(1 if ready else 0)
-        self.pending_approvals.set(_pending_count(healer))
+        self.pending_approvals.set(healer.pending_count())
         try:
-            lags = await asyncio.wait_for(_consumer_lag(healer), timeout=LAG_SAMPLE_TIMEOUT)
+            lags = await asyncio.wait_for(healer.consumer_lag(), timeout=LAG_SAMPLE_TIMEOUT)
         except Exception as exc:  # consumer not started / rebalancing: keep the last sample
             log.debug("consumer lag not sampled: %r", exc)
             return
@@ -145,28 +165,3 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
-def _pending_count(healer: HealerApp) -> int:
-    try:
-        return sum(
-            1 for v in list(healer.pending.values()) if isinstance(v, dict) and v.get("state") == "pending"
-        )
-    except Exception:  # the table is not readable before the worker started
-        return 0
-
-
-async def _consumer_lag(healer: HealerApp) -> dict[tuple[str, int], int]:
-    consumer: Any = healer.app.consumer
-    if consumer is None:
-        return {}
-    out: dict[tuple[str, int], int] = {}
-    for tp in sorted(consumer.assignment()):
-        high = consumer.highwater(tp)
-        if high is None:
-            continue  # nothing fetched from this partition yet
-        pos = await consumer.position(tp)
-        if pos is None:
-            continue
-        out[(tp.topic, tp.partition)] = max(int(high) - int(pos), 0)
-    return out

@@ -21,7 +21,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiokafka.partitioner import murmur2
 
 from healer import remote_write as core
 from healer.ingest import Rejected
@@ -37,11 +36,6 @@ PRODUCER_MAX_REQUEST_BYTES = 1024 * 1024
 PARTITIONS_TTL = 60.0  # seconds a looked-up partition count of {app}.metrics is reused
 PARTITIONS_TIMEOUT = 5.0
 CHUNK = 64 * 1024
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (aiokafka's and the Java client's) gives ``key``."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class PartitionCount:
@@ -129,8 +123,7 @@ class RemoteWrite:
                 n = await self.partitions.get()
             except client.BrokerUnavailable as exc:
                 return self.unavailable(sel, str(exc))
-            records, too_large = await asyncio.to_thread(
-                core.group, sel.kept, lambda key: partition_for(key, n), self.max_record_bytes)
+            records, too_large = await asyncio.to_thread(core.group, sel.kept, n, self.max_record_bytes)
             sel.counts["accepted"] -= too_large
             sel.counts["too_large"] += too_large
         if records:

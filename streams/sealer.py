@@ -1,13 +1,20 @@
 """The audit sealer: the single writer of each audit chain.
 
-Unsealed entries arrive on ``{app}.audit-log``; entries of partition ``p`` are
-sealed into chain ``p`` and written to partition ``p`` of ``{app}.audit``.
-The audit topic itself is the source of truth: when a worker takes over a
-partition, its sealer reads the chain's tail back from the audit topic (the
-head's seq and hash, the last sealed ``source`` offset, the recent entry ids)
-and continues reading the audit-log right after that offset. So a restarted
-or rebalanced sealer continues the chain without gaps, forks or repeats, and
-an upstream replay of an entry (same deterministic id) is written once.
+Unsealed entries arrive on ``{app}.audit-log``, many per record
+(``healer.wire.AuditBatch``); the entries of partition ``p`` are sealed into
+chain ``p``, one sealed record per entry, on partition ``p`` of
+``{app}.audit``. Each sealed record's ``source`` names the audit-log
+partition, offset and index of its entry. The audit topic itself is the
+source of truth: when a worker takes over a partition, its sealer reads the
+chain's tail back from the audit topic (the head's seq and hash, the last
+sealed ``source`` position, the recent entry ids) and continues reading the
+audit-log right after that position, inside a record if a crash stopped it
+half way. So a restarted or rebalanced sealer continues the chain without
+gaps, forks or repeats, and an upstream replay of an entry (same
+deterministic id) is written once.
+
+Which partitions a worker seals: the partition numbers of the ``{app}.signals``
+partitions it owns (streams.app), so each chain has one writer at a time.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from healer.chain import GENESIS, ChainHead, seal
+from healer.wire import WireError, decode_audit
 from streams.client import security
 from streams.codec import dumps, loads
 
@@ -36,7 +44,13 @@ READ_TAIL_TIMEOUT = 120.0
 class PartitionChain:
     head: ChainHead
     last_source_offset: int = -1
+    last_source_index: int = -1  # the entry within that record; -1: the whole record
     recent: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def sealed(self, offset: int, index: int) -> bool:
+        """The entry at (offset, index) of the audit-log is already in the chain."""
+        last = self.last_source_offset
+        return offset < last or (offset == last and (self.last_source_index < 0 or index <= self.last_source_index))
 
     def remember(self, entry_id: str | None) -> None:
         if not entry_id:
@@ -78,8 +92,10 @@ async def read_tail(bootstrap: str, topic: str, partition: int, limit: int = TAI
                 last = rec
                 pc.remember(rec.get("id"))
                 src = rec.get("source") or {}
-                if isinstance(src.get("offset"), int):
-                    pc.last_source_offset = max(pc.last_source_offset, src["offset"])
+                off, idx = src.get("offset"), src.get("index", -1)
+                if isinstance(off, int) and isinstance(idx, int) and (off, idx) > (
+                        pc.last_source_offset, pc.last_source_index):
+                    pc.last_source_offset, pc.last_source_index = off, idx
             if (await consumer.position(tp)) >= end:
                 break
         if last is not None:
@@ -87,6 +103,24 @@ async def read_tail(bootstrap: str, topic: str, partition: int, limit: int = TAI
         return pc
     finally:
         await consumer.stop()
+
+
+def entries_of(raw: bytes | None) -> list[tuple[int, dict[str, Any]]]:
+    """(index, entry body) of an audit-log record: a batch (``healer.wire.AuditBatch``),
+    or one bare entry as written by healer 0.1 (index -1). A record that is
+    neither is logged and skipped: it cannot be sealed, and stopping would
+    stall the chain behind it."""
+    try:
+        return list(enumerate(decode_audit(raw).entries))
+    except WireError as exc:
+        try:
+            body = loads(raw or b"")
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("kind"), str):
+            return [(-1, body)]
+        log.error("audit-log record is not an audit batch (%s): skipped", exc)
+        return []
 
 
 class Sealer:
@@ -180,15 +214,19 @@ class Sealer:
             await consumer.start()
             consumer.assign([tp])
             begin = (await consumer.beginning_offsets([tp]))[tp]
-            consumer.seek(tp, max(begin, pc.last_source_offset + 1))
+            # a record sealed only in part (a crash inside it) is read again, its sealed entries skipped
+            resume = pc.last_source_offset + (1 if pc.last_source_index < 0 else 0)
+            consumer.seek(tp, max(begin, resume))
             while True:
                 batch = await consumer.getmany(tp, timeout_ms=500, max_records=self.batch)
                 futs = []
                 for m in batch.get(tp, []):
-                    rec = self.seal(partition, m.offset, loads(m.value))
-                    if rec is not None:
-                        futs.append(await producer.send(
-                            self.audit_topic, dumps(rec), key=m.key, partition=partition))
+                    for index, body in entries_of(m.value):
+                        rec = self.seal(partition, m.offset, body, index)
+                        if rec is not None:
+                            key = str(body.get("action_id") or (body.get("event") or {}).get("id") or "").encode()
+                            futs.append(await producer.send(
+                                self.audit_topic, dumps(rec), key=key or None, partition=partition))
                 if futs:
                     await asyncio.gather(*futs)
                     self.sealed += len(futs)
@@ -196,16 +234,19 @@ class Sealer:
             # a cancelled task (revocation) still finishes or fails its in-flight writes here
             await asyncio.gather(consumer.stop(), producer.stop(), return_exceptions=True)
 
-    def seal(self, partition: int, offset: int, body: dict[str, Any]) -> dict[str, Any] | None:
-        """The sealed record for an entry, or None when it was sealed before."""
+    def seal(self, partition: int, offset: int, body: dict[str, Any], index: int = -1) -> dict[str, Any] | None:
+        """The sealed record for the entry at (offset, index), or None when it was sealed before."""
         pc = self.chains[partition]
-        if offset <= pc.last_source_offset:
+        if pc.sealed(offset, index):
             return None
-        pc.last_source_offset = offset
+        pc.last_source_offset, pc.last_source_index = offset, index
         eid = body.get("id")
         if eid and eid in pc.recent:
             return None  # an upstream replay of an entry already in the chain
-        body = {**body, "source": {"partition": partition, "offset": offset}}
+        source: dict[str, Any] = {"partition": partition, "offset": offset}
+        if index >= 0:
+            source["index"] = index
+        body = {**body, "source": source}
         rec = seal(body, pc.head)
         pc.remember(eid)
         return rec

@@ -66,6 +66,29 @@ async def _ensure_topics(healer: HealerApp, settings: Settings, patience: float 
             )
             if created:
                 log.info("created topics: %s", ", ".join(created))
+            break
+        except BrokerUnavailable as exc:
+            if loop_time() > deadline:
+                raise
+            log.warning("%s; retrying in 5s", exc)
+            await asyncio.sleep(5)
+    await _read_partitions(healer, patience)
+
+
+async def _read_partitions(healer: HealerApp, patience: float = 300.0) -> None:
+    """The partition counts the stages pack batches by (the topics may predate this worker)."""
+    from streams.client import BrokerUnavailable, topic_partitions
+
+    names = [healer.names.signals, healer.names.audit_log]
+    deadline = loop_time() + patience
+    while True:
+        try:
+            counts = await topic_partitions(healer.bootstrap, names, 30.0)
+            missing = [t for t in names if t not in counts]
+            if missing:
+                raise BrokerUnavailable(f"topics {', '.join(missing)} do not exist yet "
+                                        "(create them with `healer topics create`)")
+            healer.partition_counts.update(counts)
             return
         except BrokerUnavailable as exc:
             if loop_time() > deadline:
@@ -93,6 +116,8 @@ def run(settings: Settings, policies: PolicySet) -> int:
     runner = loop.run_until_complete(http.start(http.build(healer), settings.http_host, settings.http_port))
     if settings.create_topics:
         loop.run_until_complete(_ensure_topics(healer, settings))
+    else:
+        loop.run_until_complete(_read_partitions(healer))
     log.info(
         "healer worker app_id=%s bootstrap=%s policies=%d executors=%s",
         settings.app_id, healer.bootstrap, len(policies), ",".join(registry.names()),
@@ -112,6 +137,7 @@ def run(settings: Settings, policies: PolicySet) -> int:
         try:
             if not loop.is_closed():
                 loop.run_until_complete(runner.cleanup())
+                loop.run_until_complete(healer.close())
                 loop.run_until_complete(registry.close())
         except Exception:  # shutting down: nothing left to report to
             pass

@@ -1,7 +1,7 @@
 """`healer topics list|create`: healer's Kafka topics, for clusters where workers do not create them.
 
 healer/cli/main.py registers it with ``add_parser``. The topic layout (names, partition counts,
-configs) comes from the worker itself (``streams.app.HealerApp.topic_layout`` and
+configs) comes from the worker itself (``streams.topics.layout`` and
 ``topic_configs``), so this command and ``healer run`` never disagree. ``create`` is idempotent:
 it creates the missing topics and reports existing ones without changing them. Used by the Helm
 chart's topic Job (deploy/helm/healer/templates/job-topics.yaml) and docs/production.md.
@@ -64,12 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def layout(settings: Settings) -> tuple[dict[str, int], dict[str, dict[str, str]]]:
     """(topic -> partitions, topic -> configs) exactly as a worker with ``settings`` uses them."""
-    from actions.registry import ExecutorRegistry
-    from healer.index import PolicySet
-    from streams.app import HealerApp
+    from streams import topics
 
-    app = HealerApp(settings, PolicySet([]), ExecutorRegistry())
-    return app.topic_layout(), app.topic_configs()
+    return topics.layout(settings.app_id, settings.topic_partitions), topics.configs(settings.app_id)
 
 
 def run(args: argparse.Namespace) -> int:

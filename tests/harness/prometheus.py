@@ -1,17 +1,16 @@
 """Real Prometheus and Alertmanager for integration tests: Debian's packages, never a service.
 
-:func:`ensure` installs a package's binaries into ``~/.cache/healer/prometheus/<package>_<version>/``
-when they are missing: ``apt-get download`` of the version Debian has in the wanted series
-(``apt-get update`` first when apt's lists do not know it), then ``dpkg -x``. Nothing is installed
-system-wide, no maintainer script runs and no service starts. Series: ``prometheus`` 2.42
-(``prometheus``, ``promtool``) and ``prometheus-alertmanager`` 0.25 (``prometheus-alertmanager``,
-``amtool``), the versions of Debian 12.
+:func:`ensure` unpacks a package with ``tests.harness.debian.debian_binary`` (``apt-get download``
++ ``dpkg -x`` into ``~/.cache/healer/debian/<package>/``, ``apt-get update`` first when needed;
+nothing is installed system-wide, no maintainer script runs, no service starts) and checks that
+it is the series the tests pin: ``prometheus`` 2.42 (``prometheus``, ``promtool``) and
+``prometheus-alertmanager`` 0.25 (``prometheus-alertmanager``, ``amtool``), Debian 12's.
 
 :class:`Prometheus` and :class:`Alertmanager` run one process each on a free loopback port with a
 config the test writes (Alertmanager with clustering off), wait for ``/-/ready`` and stop what they
 started (Alertmanager from a copy of the binary that finds Debian's templates, see
 ``AM_ASSETS``). :func:`rule_groups` turns a PrometheusRule (deploy/examples/prometheusrule.yaml) into a
-rules file. Used by tests/integration/prometheus/; ``python -m tests.harness.prometheus`` installs
+rules file. Used by tests/integration/prometheus/; ``python -m tests.harness.prometheus`` unpacks
 both packages and prints where (the Makefile's ``prometheus`` target).
 """
 
@@ -19,12 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -36,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from tests.harness.debian import DebianPackageUnavailable, debian_binary
 from tests.workers import free_port
 
 # Debian patches Alertmanager to read its notification templates (default.tmpl) from this
@@ -54,90 +53,29 @@ PACKAGES: dict[str, tuple[str, tuple[str, ...]]] = {
 
 
 class PrometheusUnavailable(RuntimeError):
-    """The binaries cannot be had here (no apt, no package, no network); the message says why."""
-
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "healer" / "prometheus"
-
-
-def _cached(package: str) -> Path | None:
-    series, binaries = PACKAGES[package]
-    for d in sorted(cache_root().glob(f"{package}_{series}*")):
-        if all((d / "usr" / "bin" / b).is_file() for b in binaries):
-            return d
-    return None
+    """The binaries cannot be had here (no apt, no package, another version); the message says why."""
 
 
 def _run(cmd: list[str], timeout: float = 300, **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kw)
 
 
-def _candidate(package: str) -> str | None:
-    """The version of ``package`` in its series that apt's lists offer, newest first."""
-    series, _ = PACKAGES[package]
-    out = _run(["apt-cache", "madison", package])
-    for line in out.stdout.splitlines():
-        parts = [p.strip() for p in line.split("|")]
-        if len(parts) >= 2 and parts[1].startswith(series):
-            return parts[1]
-    return None
-
-
+@functools.cache
 def ensure(package: str) -> Path:
-    """The extracted package root (``<root>/usr/bin/...``), installing it once under a lock."""
+    """The unpacked package root (``<root>/usr/bin/...``), unpacking it on first use."""
     if package not in PACKAGES:
         raise ValueError(f"unknown package {package!r}; known: {', '.join(PACKAGES)}")
-    found = _cached(package)
-    if found is not None:
-        return found
-    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+    series, binaries = PACKAGES[package]
+    try:
+        paths = [debian_binary(package, b) for b in binaries]
+    except DebianPackageUnavailable as exc:
+        raise PrometheusUnavailable(f"{package}: {exc}") from exc
+    out = _run([str(paths[0]), "--version"], timeout=30)
+    if f"version {series}." not in out.stdout + out.stderr:
         raise PrometheusUnavailable(
-            f"{package} is not in {cache_root()} and this machine has no apt-get/dpkg to fetch "
-            f"Debian's package; install {package} {PACKAGES[package][0]}.x and extract it there")
-    cache_root().mkdir(parents=True, exist_ok=True)
-    with open(cache_root() / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be installing it right now
-        found = _cached(package)
-        if found is not None:
-            return found
-        return _install(package)
-
-
-def _install(package: str) -> Path:
-    series, _ = PACKAGES[package]
-    version = _candidate(package)
-    if version is None:
-        if os.geteuid() != 0:
-            raise PrometheusUnavailable(
-                f"apt does not know {package} {series}.x; run `sudo apt-get update` and retry")
-        upd = _run(["apt-get", "update"], timeout=600)
-        if upd.returncode != 0:
-            raise PrometheusUnavailable(f"apt-get update failed:\n{upd.stderr[-2000:]}")
-        version = _candidate(package)
-        if version is None:
-            raise PrometheusUnavailable(
-                f"Debian's archive has no {package} {series}.x for this release "
-                f"(apt-cache madison {package}); these tests need it")
-    with tempfile.TemporaryDirectory(dir=cache_root()) as tmp:
-        # root downloads through apt's sandbox user, which cannot write to a private temp dir
-        sandbox = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
-        dl = _run(["apt-get", "download", *sandbox, f"{package}={version}"], cwd=tmp)
-        debs = list(Path(tmp).glob("*.deb"))
-        if dl.returncode != 0 or len(debs) != 1:
-            raise PrometheusUnavailable(f"apt-get download {package}={version} failed:\n{dl.stderr[-2000:]}")
-        root = Path(tmp) / "root"
-        x = _run(["dpkg", "-x", str(debs[0]), str(root)])
-        if x.returncode != 0:
-            raise PrometheusUnavailable(f"dpkg -x {debs[0].name} failed:\n{x.stderr[-2000:]}")
-        dest = cache_root() / f"{package}_{version.replace(':', '_')}"
-        shutil.rmtree(dest, ignore_errors=True)
-        root.rename(dest)
-    found = _cached(package)
-    if found is None:
-        raise PrometheusUnavailable(f"{package} {version} has no {PACKAGES[package][1]} under usr/bin")
-    return found
+            f"{paths[0]} is not {package} {series}.x ({(out.stdout + out.stderr).strip()[:120]!r}): "
+            f"these tests pin Debian 12's {series}; remove {paths[0].parents[2]} on another release")
+    return paths[0].parents[2]
 
 
 def relocated_alertmanager() -> tuple[Path, Path]:
@@ -147,7 +85,7 @@ def relocated_alertmanager() -> tuple[Path, Path]:
     out = root / AM_RELOCATED
     assets = root / "usr" / "share" / "prometheus" / "alertmanager"
     if not out.is_file():
-        with open(cache_root() / ".lock", "w") as lock:
+        with open(root.parent / "prometheus-alertmanager.relocate.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not out.is_file():
                 raw = (root / "usr" / "bin" / "prometheus-alertmanager").read_bytes()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from healer.engine import EngineSettings, _aggregate, decide, route
-from healer.state import GlobalState, TargetState
+from healer.state import GlobalState, TargetState, Window
 from tests.unit.policy_kit import (
     MLABELS,
     Run,
@@ -155,7 +155,10 @@ P = [(0.0, "s", 1.0), (1.0, "s", 4.0), (2.0, "s", 2.0), (3.0, "s", 3.0)]
     ],
 )
 def test_aggregate(agg: str, points: list[tuple[float, str, float]], want: float | None) -> None:
-    got = _aggregate(agg, points)
+    win = Window()
+    for t, series, v in points:
+        win.add(t, series, v, 10_000)
+    got = _aggregate(agg, win)
     assert got == pytest.approx(want) if want is not None else got is None
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from healer.catalog import default_catalog
 from healer.loader import (
+    MAX_ALIAS_NODES,
+    MAX_DEPTH,
     MAX_FILE_BYTES,
     PolicyLoadError,
     load_documents,
@@ -127,6 +129,38 @@ CASES = [
     ),
     ("bad matcher syntax", """['alertname="X"']""", """['alertname=="X"']""", 8, "bad matcher", ""),
     (
+        "two matchers in one item",
+        """['alertname="X"']""",
+        """['alertname="X",severity="critical"']""",
+        8,
+        "a comma outside quotes separates matchers",
+        "one matcher per list item: 'alertname=\"X\"', 'severity=\"critical\"'",
+    ),
+    (
+        "regex RE2 refuses",
+        """['alertname="X"']""",
+        """\n        - alertname="X"\n        - pod=~"(?=canary)"\n""",
+        10,
+        "bad regex in matcher 'pod=~\"(?=canary)\"': invalid perl operator",
+        "RE2 syntax",
+    ),
+    (
+        "target kind in lower case",
+        "    kind: Deployment",
+        "    kind: deployment",
+        10,
+        "spec.target.kind: Input should be 'Deployment'",
+        "did you mean 'Deployment'?",
+    ),
+    (
+        "target kind misspelt",
+        "    kind: Deployment",
+        "    kind: Deploymnet",
+        10,
+        "spec.target.kind",
+        "did you mean 'Deployment'?",
+    ),
+    (
         "bad template",
         '"{{ labels.deployment }}"',
         '"{{ labels.deployment | lower }}"',
@@ -152,6 +186,14 @@ CASES = [
         "",
     ),
     ("bad enum", "  guards:\n", "  guards:\n    approval: sometimes\n", 17, "approval", ""),
+    (
+        "enum in another case",
+        "  guards:\n",
+        "  guards:\n    approval: Manual\n",
+        17,
+        "approval",
+        "did you mean 'manual'?",
+    ),
     ("bad policy name", "  name: good", "  name: Good_Policy", 4, "DNS-1123", ""),
     (
         "both triggers",
@@ -200,7 +242,10 @@ def test_namespaces_guard_needs_a_namespaced_target() -> None:
 
 def test_unknown_kind_and_yaml_syntax() -> None:
     assert _errors(GOOD.replace("kind: Policy", "kind: Polcy")) == [
-        (2, "unknown kind 'Polcy'", "use kind: Policy or kind: Silence")
+        (2, "unknown kind 'Polcy'", "did you mean 'Policy'?")
+    ]
+    assert _errors(GOOD.replace("kind: Policy", "kind: Job")) == [
+        (2, "unknown kind 'Job'", "use kind: Policy or kind: Silence")
     ]
     [(line, msg, hint)] = _errors(GOOD.replace("    cooldown: 5m", "    cooldown: [5m"))
     assert line == 18 and msg.startswith("YAML syntax") and "indentation" in hint
@@ -339,3 +384,98 @@ def test_every_error_of_a_document_in_one_pass() -> None:
     assert errs[2][1].startswith("spec.actions.1.use: unknown action 'webhook.notfy'")
     assert errs[2][2] == "did you mean 'webhook.notify'?"
     assert errs[3][1:] == ("unknown field 'spec.guards.coldown'", "did you mean 'cooldown'?")
+
+
+def alias_bomb(levels: int) -> str:
+    """Issue 13, finding 6: each level lists the previous one ten times."""
+    lines = [
+        "apiVersion: healer/v1",
+        "kind: Policy",
+        "metadata: {name: bomb}",
+        "spec:",
+        '  l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+    ]
+    for i in range(1, levels + 1):
+        lines.append(f"  l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_is_a_load_error_at_the_alias() -> None:
+    # 5 levels (10**5 strings) are enough to cross the cap and, without it, still finish
+    # fast; tests/security/test_policy_files.py loads the 8-level bomb (10**9) in a subprocess
+    bomb = alias_bomb(5)
+    [(line, msg, hint)] = _errors(bomb)
+    # l1 builds 110 values through aliases, l2 1,110, l3 11,110: over the cap at line 8
+    assert line == 8 and f"more than {MAX_ALIAS_NODES} values" in msg
+    assert "alias bomb" in hint
+
+
+def test_the_alias_cap_counts_across_the_documents_of_a_file() -> None:
+    doc = alias_bomb(2)  # 7 lines; l1 builds 110 values through aliases, l2 1,110
+    text = "---\n".join(doc.replace("name: bomb", f"name: d{i}") for i in range(9))
+    errs = _errors(text)
+    # 8 documents stay under the cap (8 x 1,220 values); the 9th's l2 (line 8 * 8 + 7) does not
+    assert [(line, m) for line, m, _ in errs if "alias" in m] == [
+        (71, f"YAML aliases expand to more than {MAX_ALIAS_NODES} values in this file")
+    ]
+
+
+def test_shared_anchors_load() -> None:
+    """Aliases within the cap are fine: a ladder repeating one step's parameters."""
+    text = GOOD.replace(
+        '    - use: kubernetes.scale\n      with: {replicas: "+1", max: 10}\n',
+        '    - use: kubernetes.scale\n      with: &w {replicas: "+1", max: 10}\n'
+        "    - use: kubernetes.scale\n      with: *w\n",
+    )
+    res = load_documents(text, "p.yaml", default_catalog())
+    assert res.errors == [], res.errors
+    assert [s.with_ for s in res.policies[0].steps] == [{"replicas": "+1", "max": 10}] * 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "apiVersion: healer/v1\nkind: Policy\nmetadata: {name: s}\nspec: &s\n  more: *s\n",
+        "a: &x [1, *x]\n",
+        "a: &x {b: [*x]}\n",
+    ],
+    ids=["mapping", "sequence", "nested"],
+)
+def test_self_reference_is_a_load_error(text: str) -> None:
+    [(line, msg, hint)] = _errors(text)
+    assert line is not None and "refers to a node that contains it" in msg and hint
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 900, 5000])
+def test_deep_nesting_is_a_load_error(depth: int) -> None:
+    [(line, msg, _)] = _errors("a: " + "[" * depth + "]" * depth + "\n")
+    assert line == 1 and ("nests deeper than" in msg or "maximum nesting depth" in msg), msg
+
+
+def test_recursion_error_anywhere_is_a_load_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A last resort: a RecursionError the bounds did not foresee still names the file."""
+    import healer.loader as loader
+
+    def deep(*_: object, **__: object) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(loader.PolicyDoc, "model_validate", deep)
+    [(line, msg, hint)] = _errors(GOOD)
+    assert line == 1 and "nests too deeply" in msg and str(MAX_DEPTH) in hint
+
+
+def _revision(matchers: str) -> str:
+    res = load_documents(GOOD.replace("""['alertname="X"']""", matchers), "p.yaml", default_catalog())
+    assert res.errors == [], res.errors
+    return res.policies[0].revision
+
+
+def test_one_revision_per_matcher_meaning() -> None:
+    """Issue 15: `namespace=llm` and `namespace="llm"` are one policy, one set of action ids."""
+    base = _revision("""['alertname="X"', 'namespace="llm"']""")
+    assert _revision("""['alertname=X', 'namespace=llm']""") == base
+    assert _revision("""['alertname = "X"', ' namespace="llm"']""") == base
+    assert _revision("""['namespace="llm"', 'alertname="X"']""") == base  # a conjunction
+    assert _revision("""['alertname="X"', 'namespace="llm"', 'namespace=llm']""") == base
+    assert _revision("""['alertname="X"', 'namespace="llm2"']""") != base
+    assert _revision("""['alertname="X"', 'namespace=~"llm"']""") != base

@@ -1,5 +1,5 @@
 """Fixtures for the tests with a real Prometheus and Alertmanager (tests/harness/prometheus.py):
-the binaries (Debian's packages, installed into ~/.cache/healer/prometheus on first use), and
+the binaries (Debian's packages, unpacked into ~/.cache/healer/debian on first use), and
 factories for Prometheus, Alertmanager and fake inference servers that stop what they started.
 
 Without apt and without a cached install the tests skip with the reason, except under CI

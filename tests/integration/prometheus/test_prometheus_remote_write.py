@@ -19,8 +19,8 @@ import cramjam
 import pytest
 
 from healer.ingest import partition_key
+from healer.partitioner import partition_for
 from healer.remote_write import WriteRequest
-from streams.remote_write import partition_for
 from tests.harness.prometheus import Prometheus
 from tests.integration.prometheus.exporter import InferenceServer
 from tests.integration.prometheus.kit import (

@@ -1,0 +1,77 @@
+"""Batches of whatever a Faust stream has already delivered: no waiting for a batch to fill.
+
+Faust's ``take_events(n, within)`` waits up to ``within`` for ``n`` events
+before it hands a batch over, so every hop of an idle pipeline costs that
+wait. :func:`ready_batches` hands over a batch as soon as at least one event
+is there and the stream's queue is momentarily empty (or ``max_`` events are
+buffered): an idle stage answers the first event at once, a busy stage gets
+large batches because events pile up while it works on the previous one.
+While a batch is being worked on, the stream keeps delivering into the next
+buffer (up to ``max_`` events), so consuming overlaps with waiting for acks.
+
+Acks: by default each batch's events are acknowledged once the consumer of
+the iterator asks for the next batch (they are processed then); with
+``ack=False`` the caller acknowledges each event itself with ``stream.ack``
+(the execute stage does, when an action ends). Offsets are committed only up
+to the oldest unacknowledged record (streams.faust_fixes).
+
+Used by every stage in ``streams/stages``. It relies on Faust's stream
+processor hook and passive drain (``add_processor``, ``_enable_passive``), the
+same mechanism ``take_events`` uses (faust-streaming 0.15.x).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+IDLE_CHECK = 1.0  # seconds between checks that the stream is still running
+
+
+async def ready_batches(stream: Any, max_: int, ack: bool = True) -> AsyncIterator[list[Any]]:
+    """Yield lists of delivered events (see the module docstring)."""
+    buffered: list[Any] = []
+    ready = asyncio.Event()  # the agent may take the buffer
+    room = asyncio.Event()  # the buffer has space
+    room.set()
+    queue = stream.channel.queue
+
+    async def collect(value: Any) -> Any:
+        # runs in the stream's drain task once per delivered event
+        while not room.is_set():
+            await room.wait()
+        event = stream.current_event
+        if event is None:
+            raise RuntimeError("a delivered value without its event: cannot batch it")
+        buffered.append(event)
+        if len(buffered) >= max_:
+            room.clear()
+            ready.set()
+        elif queue.empty():
+            ready.set()
+        return value
+
+    saved_acks = stream.enable_acks
+    stream.enable_acks = False  # acknowledged below, once processed
+    stream.add_processor(collect)
+    stream._enable_passive(aiter(stream.channel))
+    try:
+        while not stream.should_stop:
+            await stream.wait_for_stopped(ready, timeout=IDLE_CHECK)
+            if not buffered:
+                ready.clear()
+                continue
+            batch = buffered[:]
+            buffered.clear()
+            ready.clear()
+            room.set()
+            yield batch
+            # reached only when the caller asks for the next batch: a batch whose
+            # processing raised (or whose worker stops) is never acknowledged
+            if ack:
+                for event in batch:
+                    await stream.ack(event)
+    finally:
+        stream.enable_acks = saved_acks
+        stream._processors.remove(collect)

@@ -1,0 +1,122 @@
+"""What every stage shares: batches with skipped records put back, retries on
+broker trouble, table writes on the right changelog partition, the outbox.
+
+One :class:`StageContext` per worker, built by ``streams.app.HealerApp``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from faust.streams import _current_event
+
+from healer.engine import EngineSettings
+from healer.index import PolicySet
+from healer.ingest import InputRecord
+from healer.settings import Settings
+from streams.batching import ready_batches
+from streams.gaps import GapGuard
+from streams.metrics import Metrics
+from streams.outbox import Outbox
+from streams.topics import TopicNames
+
+log = logging.getLogger("healer.worker")
+
+BATCH = 1000  # most events a stage takes at once
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def table_set(table: Any, event: Any, key: str, value: Any) -> None:
+    """``table[key] = value`` as if inside ``event``'s processing.
+
+    Faust writes a table's changelog to the partition of the current event;
+    batched stages set it explicitly for each write.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        table[key] = value
+    finally:
+        _current_event.reset(token)
+
+
+def input_record(event: Any) -> InputRecord:
+    msg = event.message
+    return InputRecord(msg.topic, msg.partition, msg.offset, msg.timestamp or None, event.key, event.value)
+
+
+def delivery(event: Any) -> str:
+    """``topic:partition:offset`` of the record behind ``event``."""
+    msg = event.message
+    return f"{msg.topic}:{msg.partition}:{msg.offset}"
+
+
+@dataclass
+class StageContext:
+    app: Any  # faust.App
+    settings: Settings
+    policies: PolicySet
+    engine: EngineSettings
+    names: TopicNames
+    metrics: Metrics
+    gaps: GapGuard
+    outbox: Outbox
+    partition_counts: dict[str, int]
+
+    def partitions(self, topic: str) -> int:
+        """Partitions of ``topic`` (read from the cluster at start; the setting until then)."""
+        return self.partition_counts.get(topic) or self.settings.topic_partitions
+
+    async def retrying(
+        self, stage: str, attempt: Callable[[], Awaitable[None]], reset: Callable[[], None] | None = None,
+    ) -> None:
+        """Run ``attempt`` until it succeeds.
+
+        Broker trouble (timeouts, connection errors, Kafka errors) is retried
+        with backoff: the stage stalls instead of skipping input. Anything else
+        is a bug: the worker exits at once, before Faust can acknowledge the
+        batch, so the batch is replayed after a restart and never skipped.
+        """
+        delay = 0.2
+        while True:
+            try:
+                await attempt()
+                return
+            except (KafkaError, OSError, TimeoutError) as exc:
+                if reset is not None:
+                    reset()
+                log.warning("%s: broker trouble (%s: %s); retrying in %.1fs",
+                            stage, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.critical("%s failed on a batch; stopping the worker so that the batch "
+                             "is replayed after a restart rather than skipped", stage, exc_info=True)
+                logging.shutdown()
+                os._exit(70)
+
+    async def batches(self, stream: Any, stage: str, max_: int = BATCH, ack: bool = True) -> AsyncIterator[list[Any]]:
+        """Ready batches of ``stream`` with any records the stream skipped put back
+        in front of the record after them (streams.gaps); once the caller asks
+        for the next batch, the filled ranges count as processed."""
+        async for taken in ready_batches(stream, max_, ack):
+            out: list[Any] = []
+
+            async def fill(taken: list[Any] = taken, out: list[Any] = out) -> None:
+                out[:] = await self.gaps.fill(taken)
+
+            await self.retrying(f"{stage} (reading skipped records)", fill)
+            yield out
+            self.gaps.done(self.app.consumer)
