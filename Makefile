@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help install lint unit integration test demo bench chaos kafka-up kafka-down clean
+.PHONY: help install lint unit integration test demo bench chaos kafka-up kafka-down prometheus clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ kafka-up: install ## start the embedded broker (prints bootstrap)
 
 kafka-down: install ## stop the embedded broker
 	$(BIN)/healer kafka down
+
+prometheus: install ## fetch Debian's prometheus + alertmanager for the tests (~/.cache/healer/debian; the tests do it too)
+	$(BIN)/python -m tests.harness.prometheus
 
 clean: ## remove the venv and caches in the tree (not ~/.cache/healer)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

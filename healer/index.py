@@ -4,14 +4,15 @@ Alert policies are indexed by the values their ``alertname`` matcher pins:
 ``alertname="A"`` or an alternation of literal names ``alertname=~"A|B"``
 (others go to a wildcard bucket); metric policies by metric name. Matching an
 input therefore costs in proportion to the policies that could match it, not
-to all loaded policies.
+to all loaded policies. ``wants_series`` answers, from the same index, whether a metric
+series could match any metric policy (the remote-write receiver's filter).
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from healer.matchers import match_all
 from healer.models import Signal
@@ -82,6 +83,16 @@ class PolicySet:
         pool = self._alert_pools.get(signal.labels.get("alertname", ""), self._wild)
         labels = signal.labels
         return [p for p in pool if match_all(p.trigger.matchers, labels)]
+
+    def wants_series(self, name: str, labels: Mapping[str, str]) -> bool:
+        """Could a sample of this series (metric ``name``, ``labels`` without ``__name__``)
+        match any metric policy's trigger? The same test as :meth:`candidates` for a metric
+        signal; the remote-write receiver drops the series for which it is False."""
+        bucket = self._by_metric.get(name)
+        if not bucket:
+            return False
+        full = {**labels, "__name__": name}
+        return any(match_all(p.trigger.matchers, full) for p in bucket)
 
     def get(self, name: str) -> CompiledPolicy | None:
         return self.policies.get(name)

@@ -1,7 +1,8 @@
 """The worker's HTTP surface, up from process start (docs/api.md).
 
 Endpoints: ``/healthz``, ``/readyz``, ``/metrics``, ``POST /api/v1/alerts``
-(Alertmanager webhook receiver), the approvals API and
+(Alertmanager webhook receiver), ``POST /api/v1/write`` (Prometheus remote write,
+``streams.remote_write``), the approvals API and
 ``/api/v1/openapi.json``. Served by aiohttp in the worker's event loop,
 independent of Faust's own web server (which only starts after table
 recovery); ``streams.worker.run`` builds it with :func:`build` and starts it
@@ -47,6 +48,7 @@ from healer.models import EventRef
 from streams.client import security
 from streams.codec import dumps
 from streams.openapi import document
+from streams.remote_write import RemoteWrite
 
 if TYPE_CHECKING:
     from streams.app import HealerApp
@@ -497,6 +499,7 @@ def build(healer: HealerApp, publish_timeout: float = PUBLISH_TIMEOUT) -> web.Ap
     app.router.add_get("/metrics", api.metrics_text)
     app.router.add_get("/api/v1/openapi.json", api.openapi)
     app.router.add_post("/api/v1/alerts", api.alerts)
+    app.router.add_post("/api/v1/write", RemoteWrite(api).handle)
     app.router.add_get("/api/v1/approvals", api.list_approvals)
     app.router.add_post(r"/api/v1/approvals/{action_id}/{decision:approve|deny}", api.decide)
     app.on_startup.append(api.on_startup)

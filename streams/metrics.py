@@ -2,7 +2,8 @@
 
 ``HealerApp`` owns a :class:`Metrics`; the stages call its helpers (events
 in/rejected/duplicate, decisions, action outcomes and durations,
-alert-to-action latency); ``streams.http`` serves ``GET /metrics`` and calls
+alert-to-action latency); ``streams.remote_write`` counts remote-write samples by
+outcome; ``streams.http`` serves ``GET /metrics`` and calls
 :meth:`Metrics.refresh` first, which samples the gauges that are read at
 scrape time (consumer lag, pending approvals, readiness) from anything that
 offers :class:`Observed` (the worker does). docs/metrics.md lists every metric.
@@ -12,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+
+from healer.remote_write import OUTCOMES
 
 if TYPE_CHECKING:
     from healer.decider import DecideOutputs
@@ -38,6 +42,8 @@ ACTION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 18
 # seconds from the input record to the queued action (decision path only)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 LAG_SAMPLE_TIMEOUT = 2.0
+# healer.remote_write's outcomes, and "unavailable": accepted but not acked by the broker (503)
+REMOTE_WRITE_OUTCOMES = (*OUTCOMES, "unavailable")
 
 
 class Metrics:
@@ -83,6 +89,16 @@ class Metrics:
         self.stream_gap_records = Counter(
             "healer_stream_gap_records", "Records read back by the gap guard", ["topic"], registry=r,
         )
+        self.remote_write_samples = Counter(
+            "healer_remote_write_samples", "Samples received on POST /api/v1/write by outcome "
+            "(accepted, or why they were dropped)", ["outcome"], registry=r,
+        )
+        for outcome in REMOTE_WRITE_OUTCOMES:
+            self.remote_write_samples.labels(outcome=outcome)
+        self.remote_write_records = Counter(
+            "healer_remote_write_records", "Records the remote-write receiver produced to {app}.metrics",
+            registry=r,
+        )
         self.http_requests = Counter(
             "healer_http_requests", "HTTP API requests by route and status code",
             ["route", "code"], registry=r,
@@ -112,6 +128,13 @@ class Metrics:
     def gap(self, topic: str, records: int) -> None:
         self.stream_gaps.labels(topic=topic).inc()
         self.stream_gap_records.labels(topic=topic).inc(records)
+
+    def remote_write(self, counts: Mapping[str, int], records: int) -> None:
+        """One remote-write request's samples by outcome and the records it produced."""
+        for outcome, n in counts.items():
+            if n:
+                self.remote_write_samples.labels(outcome=outcome).inc(n)
+        self.remote_write_records.inc(records)
 
     def decision(self, policy: str, decision: str, reason: str | None) -> None:
         self.decisions.labels(policy=policy, decision=decision, reason=reason or "").inc()

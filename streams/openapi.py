@@ -56,7 +56,8 @@ _DOC: dict[str, Any] = {
         "title": "healer worker API",
         "version": __version__,
         "description": (
-            "Alertmanager webhook receiver, approvals, health and metrics of one healer worker. "
+            "Alertmanager webhook receiver, Prometheus remote-write receiver, approvals, health and "
+            "metrics of one healer worker. "
             "State-changing endpoints need `Authorization: Bearer <token>`; see docs/api.md."
         ),
     },
@@ -126,6 +127,32 @@ _DOC: dict[str, Any] = {
                 },
             },
         },
+        "/api/v1/write": {
+            "post": {
+                "summary": "Prometheus remote write 1.0 receiver",
+                "description": (
+                    "Accepts a snappy-compressed protobuf prometheus.WriteRequest (remote write 1.0), keeps "
+                    "the series some loaded metric policy could match and produces their samples to "
+                    "`{app}.metrics`, one record per destination partition; answers 200 only after the "
+                    "broker acked, 503 otherwise so the sender retries. See docs/remote-write.md."
+                ),
+                "operationId": "remoteWrite",
+                "security": [{"bearer": []}, {}],
+                "requestBody": {
+                    "required": True,
+                    "content": {media: {"schema": {"type": "string", "format": "binary"}}
+                                for media in ("application/x-protobuf", "application/octet-stream")},
+                },
+                "responses": {
+                    "200": _json("WriteAccepted", "acked by the broker (or nothing to produce)"),
+                    "400": _err("bad snappy, bad protobuf, or larger than 4 MiB compressed / 16 MiB "
+                                "decompressed; nothing produced; not retried"),
+                    "401": _UNAUTHORIZED,
+                    "415": _err("not remote write 1.0: remote write 2.0, gzip/zstd, another version"),
+                    "503": _UNAVAILABLE,
+                },
+            },
+        },
         "/api/v1/approvals": {
             "get": {
                 "summary": "actions waiting for approval (folded from the audit topic)",
@@ -167,7 +194,8 @@ _DOC: dict[str, Any] = {
     "components": {
         "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",
-                       "description": "HEALER_API_TOKEN(_FILE); the webhook may use HEALER_WEBHOOK_TOKEN(_FILE)"},
+                       "description": "HEALER_API_TOKEN(_FILE); the ingest endpoints (alerts, write) may use "
+                                      "HEALER_WEBHOOK_TOKEN(_FILE)"},
         },
         "schemas": {
             "Error": _ERROR,
@@ -218,6 +246,17 @@ _DOC: dict[str, Any] = {
                     "alerts": {"type": "integer", "minimum": 0},
                     "records": {"type": "integer", "minimum": 0,
                                 "description": "Kafka records produced (one per target key)"},
+                },
+            },
+            "WriteAccepted": {
+                "type": "object", "required": ["status", "accepted", "dropped", "records"],
+                "properties": {
+                    "status": {"type": "string", "enum": ["accepted"]},
+                    "accepted": {"type": "integer", "minimum": 0, "description": "samples produced"},
+                    "dropped": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1},
+                                "description": "samples dropped, by reason (no_policy, stale, ...)"},
+                    "records": {"type": "integer", "minimum": 0,
+                                "description": "Kafka records produced (one per destination partition)"},
                 },
             },
             "Approval": {
