@@ -8,6 +8,9 @@ head's seq and hash, the last sealed ``source`` offset, the recent entry ids)
 and continues reading the audit-log right after that offset. So a restarted
 or rebalanced sealer continues the chain without gaps, forks or repeats, and
 an upstream replay of an entry (same deterministic id) is written once.
+A record in the audit-log that is no audit entry is sealed as ``event.rejected``
+in its place; a record in the audit topic that no sealer wrote is skipped when
+the tail is read.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ import contextlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from healer.audit import for_event
 from healer.chain import GENESIS, ChainHead, seal
+from healer.models import EventRef
 from streams.client import security
 from streams.codec import dumps, loads
 
@@ -73,8 +79,10 @@ async def read_tail(bootstrap: str, topic: str, partition: int, limit: int = TAI
             for m in msgs:
                 try:
                     rec = loads(m.value)
-                except ValueError:
+                except (TypeError, ValueError):  # a record without value is None
                     continue
+                if not isinstance(rec, dict) or not isinstance(rec.get("seq"), int) or not isinstance(rec.get("hash"), str):
+                    continue  # not written by a sealer: no part of the chain (else it never resumes)
                 last = rec
                 pc.remember(rec.get("id"))
                 src = rec.get("source") or {}
@@ -185,7 +193,7 @@ class Sealer:
                 batch = await consumer.getmany(tp, timeout_ms=500, max_records=self.batch)
                 futs = []
                 for m in batch.get(tp, []):
-                    rec = self.seal(partition, m.offset, loads(m.value))
+                    rec = self.seal(partition, m.offset, self._entry(partition, m.offset, m.value))
                     if rec is not None:
                         futs.append(await producer.send(
                             self.audit_topic, dumps(rec), key=m.key, partition=partition))
@@ -195,6 +203,24 @@ class Sealer:
         finally:
             # a cancelled task (revocation) still finishes or fails its in-flight writes here
             await asyncio.gather(consumer.stop(), producer.stop(), return_exceptions=True)
+
+    def _entry(self, partition: int, offset: int, raw: bytes | None) -> dict[str, Any]:
+        """The entry an audit-log record carries. A record that is none (not a JSON object) is
+        sealed as an ``event.rejected`` in its place: restarting on it would stop the chain for
+        good, skipping it would hide it."""
+        try:
+            body = loads(raw or b"")
+        except ValueError as exc:
+            why = f"not JSON ({str(exc)[:200]})"
+        else:
+            if isinstance(body, dict):
+                return body
+            why = f"JSON {type(body).__name__}, not an object"
+        where = f"{self.audit_log_topic}:{partition}:{offset}"
+        log.warning("sealer %s: audit-log record at offset %s is no audit entry: %s", partition, offset, why)
+        return for_event("event.rejected", EventRef(id=where), datetime.now(UTC),
+                         reason=f"audit-log record is no audit entry: {why}",
+                         detail={"raw_bytes": len(raw or b"")}).body()
 
     def seal(self, partition: int, offset: int, body: dict[str, Any]) -> dict[str, Any] | None:
         """The sealed record for an entry, or None when it was sealed before."""
