@@ -150,18 +150,25 @@ async def topics(bootstrap: str, app: str) -> tuple[str, str]:
     return log, audit
 
 
+async def seal_and_revoke(bootstrap: str, log: str, audit: str, partition: int,
+                          first: list[dict[str, Any]]) -> Sealer:
+    """A Sealer seals ``first`` as a fresh chain of ``partition``, then gives the partition up."""
+    sealer = Sealer(bootstrap, log, audit)
+    await sealer.assign({partition})
+    await write_entries(bootstrap, log, partition, first)
+    assert_one_chain(await read_sealed(bootstrap, audit, partition, ids(first)), str(partition), ids(first))
+    await sealer.revoke({partition})
+    assert sealer.owned == [] and sealer.chains == {}
+    return sealer
+
+
 # ---- tests --------------------------------------------------------------------------------
 
 def test_revoke_then_a_new_sealer_continues_at_seq_n_and_drops_replays(kafka_bootstrap: str, unique_app_id: str) -> None:
     async def main() -> None:
         log, audit = await topics(kafka_bootstrap, unique_app_id)
         first = entries("a", 0, 5)
-        s1 = Sealer(kafka_bootstrap, log, audit)
-        await s1.assign({0})
-        await write_entries(kafka_bootstrap, log, 0, first)
-        assert_one_chain(await read_sealed(kafka_bootstrap, audit, 0, ids(first)), "0", ids(first))
-        await s1.revoke({0})
-        assert s1.owned == [] and s1.chains == {}
+        await seal_and_revoke(kafka_bootstrap, log, audit, 0, first)
 
         # Written while nobody seals: a replay of e2 (now known only from the audit tail) and new ones.
         more = entries("a", 5, 3)
@@ -294,11 +301,7 @@ def test_records_in_the_audit_tail_that_are_not_sealed_records_are_skipped(
     async def main() -> None:
         log, audit = await topics(kafka_bootstrap, unique_app_id)
         first = entries("t", 0, 3)
-        s1 = Sealer(kafka_bootstrap, log, audit)
-        await s1.assign({0})
-        await write_entries(kafka_bootstrap, log, 0, first)
-        await read_sealed(kafka_bootstrap, audit, 0, ids(first))
-        await s1.revoke({0})
+        await seal_and_revoke(kafka_bootstrap, log, audit, 0, first)
 
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
         await producer.start()

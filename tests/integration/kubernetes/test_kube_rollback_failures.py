@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from actions.runner import Outcome, Runner
 from healer.models import ActionRequest, VerifySpec
 from tests.harness.kube.faultproxy import Fault, FaultProxy
 from tests.harness.kubeobjects import Admin, AuditLog, deployment, httproute, request, service
@@ -111,6 +112,22 @@ def restored_node(admin: Admin, node: str | None) -> Iterator[None]:
             admin.set_unschedulable(node, False)
 
 
+def verified(runner: Runner, req: ActionRequest, proxy: FaultProxy) -> Outcome:
+    """Run ``req`` to ``verified``, then clear the proxy: what it counts next is the rollback's."""
+    out = asyncio.run(runner.run(req))
+    assert out.status == "verified", out
+    proxy.clear()
+    return out
+
+
+@pytest.fixture
+def scaled(namespace: str, admin: Admin, make_runner, fault_proxy: FaultProxy) -> tuple[ActionRequest, Runner, Outcome]:
+    """web scaled 1 -> 2 through the proxy, verified."""
+    req = _scale_setup(admin, namespace)
+    runner = make_runner(server=fault_proxy.url)
+    return req, runner, verified(runner, req, fault_proxy)
+
+
 def arm_once(proxy: FaultProxy, fault: Fault) -> Callable[[str, str, int], None]:
     """An ``after`` hook that adds ``fault`` once, when the first request went through."""
     armed: list[Fault] = []
@@ -130,13 +147,11 @@ def test_rollback_write_errors(
         req = case.setup(admin, namespace)
         original = case.state(admin, namespace)
         runner = make_runner(server=fault_proxy.url)
-        out = asyncio.run(runner.run(req))
-        assert out.status == "verified", out
+        out = verified(runner, req, fault_proxy)
         changed = case.state(admin, namespace)
         assert changed != original
 
         # permanent: 403 on the write -> rollback_failed at once, the object as the action left it
-        fault_proxy.clear()
         fault_proxy.add(Fault(403, method=case.write, path=case.path, message="rollback writes are forbidden"))
         rb = asyncio.run(runner.rollback(req, out.before or {}, actor="user:test", reason="made it worse"))
         assert rb.status == "rollback_failed", rb
@@ -163,13 +178,10 @@ def test_rollback_write_errors(
 
 
 def test_persistent_5xx_on_the_rollback_gives_up_after_bounded_attempts(
-    namespace: str, admin: Admin, make_runner, fault_proxy: FaultProxy, audit: AuditLog
+    scaled: tuple[ActionRequest, Runner, Outcome], namespace: str, admin: Admin, fault_proxy: FaultProxy,
+    audit: AuditLog,
 ) -> None:
-    req = _scale_setup(admin, namespace)
-    runner = make_runner(server=fault_proxy.url)
-    out = asyncio.run(runner.run(req))
-    assert out.status == "verified", out
-    fault_proxy.clear()
+    req, runner, out = scaled
     fault_proxy.add(Fault(503, method="PUT", path=CASES[0].path))
     rb = asyncio.run(runner.rollback(req, out.before or {}))
     assert rb.status == "rollback_failed", rb
@@ -183,13 +195,10 @@ def test_persistent_5xx_on_the_rollback_gives_up_after_bounded_attempts(
 
 
 def test_rollback_verification_times_out_when_reads_keep_failing(
-    namespace: str, admin: Admin, make_runner, fault_proxy: FaultProxy, audit: AuditLog
+    scaled: tuple[ActionRequest, Runner, Outcome], namespace: str, admin: Admin, fault_proxy: FaultProxy,
+    audit: AuditLog,
 ) -> None:
-    req = _scale_setup(admin, namespace)
-    runner = make_runner(server=fault_proxy.url)
-    out = asyncio.run(runner.run(req))
-    assert out.status == "verified", out
-    fault_proxy.clear()
+    req, runner, out = scaled
     fault_proxy.add(Fault(500, method="GET", path=CASES[0].read_path))
     short = req.model_copy(update={"verify": VerifySpec(timeout_seconds=3, rollback=True)})
     rb = asyncio.run(runner.rollback(short, out.before or {}))
@@ -211,9 +220,7 @@ def test_cordon_rollback_undone_by_another_writer_does_not_verify(
     with restored_node(admin, case.node):
         req = case.setup(admin, "")
         runner = make_runner(server=fault_proxy.url)
-        out = asyncio.run(runner.run(req))
-        assert out.status == "verified", out
-        fault_proxy.clear()
+        out = verified(runner, req, fault_proxy)
         fault_proxy.add(Fault(status=0, method="PATCH", path=case.path, first=1,
                               after=lambda m, p, s: admin.set_unschedulable("cpu-2", True)))
         short = req.model_copy(update={"verify": VerifySpec(timeout_seconds=3, rollback=True)})
