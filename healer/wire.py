@@ -136,18 +136,18 @@ def signal_size(signal: WireSignal) -> int:
 
 def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes | None, what: str) -> Any:
     if not raw:
-        raise WireError(f"empty record where a {what} was expected")
+        raise WireError(f"empty record where {what} was expected")
     try:
         got = decoder.decode(raw)
     except msgspec.DecodeError as exc:
-        raise WireError(f"not a {what}: {str(exc)[:300]}") from None
+        raise WireError(f"not {what}: {str(exc)[:300]}") from None
     if got.v != WIRE_VERSION:
-        raise WireError(f"{what} version {got.v} is not supported (this worker reads {WIRE_VERSION})")
+        raise WireError(f"{what} of version {got.v}: not supported (this worker reads {WIRE_VERSION})")
     return got
 
 
 def decode_signals(raw: bytes | None) -> SignalBatch:
-    batch: SignalBatch = _decode(_signals, raw, "signal batch")
+    batch: SignalBatch = _decode(_signals, raw, "a signal batch")
     n_src, n_routes = len(batch.sources), len(batch.routes)
     for s in batch.signals:
         if not (0 <= s.source < n_src and 0 <= s.route < n_routes):
@@ -156,12 +156,12 @@ def decode_signals(raw: bytes | None) -> SignalBatch:
 
 
 def decode_audit(raw: bytes | None) -> AuditBatch:
-    batch: AuditBatch = _decode(_audit, raw, "audit batch")
+    batch: AuditBatch = _decode(_audit, raw, "an audit batch")
     return batch
 
 
 def decode_approval_request(raw: bytes | None) -> ApprovalRequest:
-    req: ApprovalRequest = _decode(_approval, raw, "approval request")
+    req: ApprovalRequest = _decode(_approval, raw, "an approval request")
     return req
 
 

@@ -15,6 +15,9 @@ deterministic id) is written once.
 
 Which partitions a worker seals: the partition numbers of the ``{app}.signals``
 partitions it owns (streams.app), so each chain has one writer at a time.
+A record in the audit-log that carries no audit entries is sealed as
+``event.rejected`` in its place; a record in the audit topic that no sealer
+wrote is skipped when the tail is read.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ import contextlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from healer.audit import for_event
 from healer.chain import GENESIS, ChainHead, seal
+from healer.models import EventRef
 from healer.wire import WireError, decode_audit
 from streams.client import security
 from streams.codec import dumps, loads
@@ -87,8 +93,10 @@ async def read_tail(bootstrap: str, topic: str, partition: int, limit: int = TAI
             for m in msgs:
                 try:
                     rec = loads(m.value)
-                except ValueError:
+                except (TypeError, ValueError):  # a record without value is None
                     continue
+                if not isinstance(rec, dict) or not isinstance(rec.get("seq"), int) or not isinstance(rec.get("hash"), str):
+                    continue  # not written by a sealer: no part of the chain (else it never resumes)
                 last = rec
                 pc.remember(rec.get("id"))
                 src = rec.get("source") or {}
@@ -103,24 +111,6 @@ async def read_tail(bootstrap: str, topic: str, partition: int, limit: int = TAI
         return pc
     finally:
         await consumer.stop()
-
-
-def entries_of(raw: bytes | None) -> list[tuple[int, dict[str, Any]]]:
-    """(index, entry body) of an audit-log record: a batch (``healer.wire.AuditBatch``),
-    or one bare entry as written by healer 0.1 (index -1). A record that is
-    neither is logged and skipped: it cannot be sealed, and stopping would
-    stall the chain behind it."""
-    try:
-        return list(enumerate(decode_audit(raw).entries))
-    except WireError as exc:
-        try:
-            body = loads(raw or b"")
-        except ValueError:
-            body = None
-        if isinstance(body, dict) and isinstance(body.get("kind"), str):
-            return [(-1, body)]
-        log.error("audit-log record is not an audit batch (%s): skipped", exc)
-        return []
 
 
 class Sealer:
@@ -221,7 +211,7 @@ class Sealer:
                 batch = await consumer.getmany(tp, timeout_ms=500, max_records=self.batch)
                 futs = []
                 for m in batch.get(tp, []):
-                    for index, body in entries_of(m.value):
+                    for index, body in self._entries(partition, m.offset, m.value):
                         rec = self.seal(partition, m.offset, body, index)
                         if rec is not None:
                             key = str(body.get("action_id") or (body.get("event") or {}).get("id") or "").encode()
@@ -233,6 +223,32 @@ class Sealer:
         finally:
             # a cancelled task (revocation) still finishes or fails its in-flight writes here
             await asyncio.gather(consumer.stop(), producer.stop(), return_exceptions=True)
+
+    def _entries(self, partition: int, offset: int, raw: bytes | None) -> list[tuple[int, dict[str, Any]]]:
+        """(index, entry) of an audit-log record: a batch (``healer.wire.AuditBatch``), or one
+        bare entry as healer 0.1 wrote them (index -1). A record that is neither is sealed as
+        an ``event.rejected`` in its place: restarting on it would stop the chain for good,
+        skipping it would hide it. The rejection's id names the record, so a replay of it is
+        sealed once."""
+        try:
+            return list(enumerate(decode_audit(raw).entries))
+        except WireError as exc:
+            why = str(exc)[:300]
+        try:
+            body = loads(raw or b"")
+        except ValueError as exc:
+            why = f"not JSON ({str(exc)[:200]})"
+        else:
+            if isinstance(body, dict) and isinstance(body.get("kind"), str):
+                return [(-1, body)]
+            if not isinstance(body, dict):
+                why = f"JSON {type(body).__name__}, not an object"
+        where = f"{self.audit_log_topic}:{partition}:{offset}"
+        log.warning("sealer %s: audit-log record at offset %s carries no audit entry: %s", partition, offset, why)
+        rejected = for_event("event.rejected", EventRef(id=where), datetime.now(UTC),
+                             reason=f"audit-log record carries no audit entry: {why}",
+                             detail={"raw_bytes": len(raw or b"")})
+        return [(-1, rejected.body())]
 
     def seal(self, partition: int, offset: int, body: dict[str, Any], index: int = -1) -> dict[str, Any] | None:
         """The sealed record for the entry at (offset, index), or None when it was sealed before."""

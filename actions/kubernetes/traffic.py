@@ -274,16 +274,20 @@ class RerouteExecutor(KubeExecutor):
     async def verify_rollback(
         self, ctx: ActionContext, before: dict[str, Any], restored: dict[str, Any], timeout: float
     ) -> dict[str, Any]:
-        # Read-back only: the previous backends may not have been ready either.
-        obj = await self._read(ctx)
-        if before["kind"] == "HTTPRoute":
-            current = _backend_weights(obj)
-            if [[r["weight"] for r in rule] for rule in current] != [
-                [r["weight"] for r in rule] for rule in before["weights"]
-            ]:
-                raise VerificationFailed("HTTPRoute weights not restored", {"weights": current})
-            return {"weights": current}
-        selector = dict((obj.get("spec") or {}).get("selector") or {})
-        if selector != before["selector"]:
-            raise VerificationFailed("Service selector not restored", {"selector": selector})
-        return {"selector": selector}
+        # Read-back only: the previous backends may not have been ready either. A 429/5xx on
+        # the read is retried until the timeout (poll_until); a read-back that differs fails at once.
+        async def check() -> tuple[bool, dict[str, Any]]:
+            obj = await self._read(ctx)
+            if before["kind"] == "HTTPRoute":
+                current = _backend_weights(obj)
+                if [[r["weight"] for r in rule] for rule in current] != [
+                    [r["weight"] for r in rule] for rule in before["weights"]
+                ]:
+                    raise VerificationFailed("HTTPRoute weights not restored", {"weights": current})
+                return True, {"weights": current}
+            selector = dict((obj.get("spec") or {}).get("selector") or {})
+            if selector != before["selector"]:
+                raise VerificationFailed("Service selector not restored", {"selector": selector})
+            return True, {"selector": selector}
+
+        return await poll_until(check, timeout, interval=0.25, what="rollback read-back")

@@ -38,7 +38,7 @@ def test_signal_batch_round_trip() -> None:
         (None, "empty record"),
         (b"", "empty record"),
         (b"{", "not a signal batch"),
-        (b'{"sources":[],"routes":[],"signals":[],"at":1,"v":9}', "version 9"),
+        (b'{"sources":[],"routes":[],"signals":[],"at":1,"v":9}', "of version 9"),
         (b'{"sources":[],"routes":[],"signals":[["m",0,0,1,-1,1.0,"m",1.0,{}]],"at":1}', "does not carry"),
         (b'{"sources":["s"],"routes":[],"signals":[["x",0]],"at":1}', "not a signal batch"),
     ],

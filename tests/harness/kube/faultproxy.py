@@ -5,13 +5,16 @@ its CA), passing the client's headers through unchanged: the client's bearer tok
 apiserver authenticates and authorises, so RBAC is as real through the proxy as without it.
 
 Faults (:class:`Fault`) match on method and path (regexes) and either answer themselves (an
-API ``Status`` with the configured code: 409 Conflict, 429 TooManyRequests with Retry-After,
-500/503 ...) for the first N matches or a random fraction of them, add latency, or run a hook
-before forwarding (used to make a *real* conflict: the hook changes the object, then the
-client's stale write reaches the apiserver). Every request is logged in ``requests`` so tests
-can count retries.
+API ``Status`` with the configured code: 403 Forbidden, 409 Conflict, 429 TooManyRequests with
+Retry-After, 500/503 ...) for the first N matches, a random fraction of them or one code per
+match from a ``sequence``, add latency, run a hook before forwarding (used to make a *real*
+conflict: the hook changes the object, then the client's stale write reaches the apiserver) or
+run a hook once a request went through to the apiserver (``after``: e.g. arm a fault for the
+read that follows a write, or let another writer undo it). Every request is logged in
+``requests`` so tests can count attempts.
 
-Used by ``tests/integration/kubernetes`` (retry tests). Not for production use.
+Used by ``tests/integration/kubernetes`` (retry and rollback-failure tests). Not for production
+use.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 REASONS = {
+    403: "Forbidden",
     409: "Conflict",
     429: "TooManyRequests",
     500: "InternalError",
@@ -42,15 +46,22 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length",
 
 @dataclass
 class Fault:
-    """One rule. ``status=0`` injects no error (only ``delay`` and/or ``before``)."""
+    """One rule. ``status=0`` injects no error (only ``delay`` and/or the hooks).
+
+    ``sequence``: the n-th match is answered with ``sequence[n-1]`` (0 lets it through), later
+    matches go through. ``after(method, path, status)`` runs when a matching request was
+    forwarded, before its response reaches the client.
+    """
 
     status: int = 500
     method: str = ".*"
     path: str = ".*"
     first: int | None = None
     fraction: float | None = None
+    sequence: tuple[int, ...] = ()
     delay: float = 0.0
     before: Callable[[str, str], None] | None = None
+    after: Callable[[str, str, int], None] | None = None
     message: str = "injected by faultproxy"
     matched: int = 0
     injected: int = 0
@@ -146,31 +157,41 @@ class FaultProxy:
         self.stop()
 
     # -- request path --------------------------------------------------------------------
-    def _decide(self, method: str, path: str) -> tuple[Fault | None, float, list[Callable[[str, str], None]]]:
-        """The fault to answer with (if any), extra delay and hooks for this request."""
+    def _decide(self, method: str, path: str) -> tuple[tuple[int, str] | None, float,
+                                                        list[Callable[[str, str], None]],
+                                                        list[Callable[[str, str, int], None]]]:
+        """The (status, message) to answer with (None: forward), extra delay, and the
+        before/after hooks."""
         delay = 0.0
         hooks: list[Callable[[str, str], None]] = []
-        answer: Fault | None = None
+        afters: list[Callable[[str, str, int], None]] = []
+        answer: tuple[int, str] | None = None
         with self._lock:
             for f in self.faults:
                 if not f.matches(method, path):
                     continue
                 f.matched += 1
-                if f.first is not None:
+                status = f.status
+                if f.sequence:
+                    status = f.sequence[f.matched - 1] if f.matched <= len(f.sequence) else 0
+                    hit = status != 0
+                elif f.first is not None:
                     hit = f.matched <= f.first
                 elif f.fraction is not None:
                     hit = self._rng.random() < f.fraction
                 else:
                     hit = True
+                if f.after is not None:
+                    afters.append(f.after)
                 if not hit:
                     continue
                 f.injected += 1
                 delay += f.delay
                 if f.before is not None:
                     hooks.append(f.before)
-                if f.status and answer is None:
-                    answer = f
-        return answer, delay, hooks
+                if status and answer is None:
+                    answer = (status, f.message)
+        return answer, delay, hooks, afters
 
     def _conn(self) -> http.client.HTTPSConnection:
         conn = getattr(self._local, "conn", None)
@@ -199,16 +220,16 @@ class FaultProxy:
         method, path = h.command, h.path
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else None
-        fault, delay, hooks = self._decide(method, path)
+        answer, delay, hooks, afters = self._decide(method, path)
         if delay:
             time.sleep(delay)
         for hook in hooks:
             hook(method, path)
-        if fault is not None:
-            status = fault.status
+        if answer is not None:
+            status, message = answer
             payload = json.dumps({
                 "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": fault.message, "reason": REASONS.get(status, "InternalError"), "code": status,
+                "message": message, "reason": REASONS.get(status, "InternalError"), "code": status,
             }).encode()
             h.send_response(status)
             h.send_header("Content-Type", "application/json")
@@ -226,6 +247,8 @@ class FaultProxy:
             payload = json.dumps({"kind": "Status", "status": "Failure", "code": 502,
                                   "reason": "BadGateway", "message": f"faultproxy upstream: {exc}"}).encode()
             status, resp_headers, data = 502, [("Content-Type", "application/json")], payload
+        for after in afters:
+            after(method, path, status)
         h.send_response(status)
         for k, v in resp_headers:
             if k.lower() not in HOP_BY_HOP:

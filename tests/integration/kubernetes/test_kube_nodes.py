@@ -53,17 +53,22 @@ def test_cordon_and_operator_rollback(admin: Admin, make_runner, audit: AuditLog
         assert _unschedulable(admin, "cpu-1")
         rb = asyncio.run(runner.rollback(req, out.before or {}))
         assert rb.status == "rolled_back", rb
+        assert audit.kinds(req.action_id)[-1] == "action.rolled_back"
         assert not _unschedulable(admin, "cpu-1")
 
 
-def test_rollback_keeps_a_node_cordoned_by_someone_else(admin: Admin, make_runner) -> None:
+def test_rollback_keeps_a_node_cordoned_by_someone_else(admin: Admin, make_runner, audit: AuditLog) -> None:
     with restore_nodes(admin, "cpu-2"):
         admin.set_unschedulable("cpu-2", True)
         runner = make_runner()
         req = request("kubernetes.cordon", "Node", "cpu-2")
         out = asyncio.run(runner.run(req))
         assert out.status == "verified" and out.before == {"unschedulable": True, "gpu": False}
-        asyncio.run(runner.rollback(req, out.before))
+        rb = asyncio.run(runner.rollback(req, out.before))
+        # a rollback that crashed or failed must fail this test, not pass as "still cordoned"
+        assert rb.status == "rolled_back", rb
+        assert rb.after is not None and rb.after["unschedulable"] is True and rb.after["changed"] is False
+        assert audit.kinds(req.action_id)[-1] == "action.rolled_back"
         assert _unschedulable(admin, "cpu-2")
 
 

@@ -171,3 +171,29 @@ def test_never_ready_annotation_is_what_blocks_readiness(namespace: str, admin: 
     pod = admin.pods(namespace, "app=probe")[0]
     assert pod["metadata"]["annotations"][NEVER_READY_ANNOTATION] == "true"
     assert admin.workload(namespace, "Deployment", "probe")["status"].get("readyReplicas", 0) == 0
+
+
+def test_delete_pod_replacement_never_ready_fails_verification(
+    namespace: str, admin: Admin, make_runner, audit: AuditLog
+) -> None:
+    """The pods' only node is cordoned after they run: the replacement of the deleted pod stays
+    Pending, verification times out, and (delete_pod is not reversible) the action ends failed
+    with the timeout in the reason, without a rollback attempt."""
+    admin.create(namespace, deployment("onenode", replicas=2, node_selector={"kubernetes.io/hostname": "cpu-3"}))
+    admin.wait_ready(namespace, "Deployment", "onenode", 2)
+    victim = admin.pods(namespace, "app=onenode")[0]["metadata"]["name"]
+    admin.set_unschedulable("cpu-3", True)
+    try:
+        req = request("kubernetes.delete_pod", "Pod", victim, namespace, verify_timeout=3)
+        out = asyncio.run(make_runner().run(req))
+        assert out.status == "failed", out
+        assert audit.kinds(req.action_id) == ["action.running", "action.succeeded", "action.failed"]
+        failed = audit.last("action.failed")
+        assert failed.reason == "verification failed: a Ready replacement pod not reached within 3s", failed.reason
+        assert failed.detail is not None and failed.detail["phase"] == "verify"
+        assert failed.detail["old_pod_gone"] is True and failed.detail["ready_replacements"] == []
+        (replacement,) = failed.detail["replacements"]
+        pod = admin.j(admin.core.read_namespaced_pod(replacement, namespace))
+        assert pod["status"]["phase"] == "Pending" and not pod["spec"].get("nodeName")
+    finally:
+        admin.set_unschedulable("cpu-3", False)
