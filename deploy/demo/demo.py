@@ -3,7 +3,7 @@
 1. starts the embedded Kafka broker (Apache Kafka jars fetched once, cached),
    and a real Triton Inference Server (the binary in the nvidia-pytriton wheel,
    CPU, explicit model control) serving one small Python model,
-2. starts a real `healer run` worker with policies/demo,
+2. starts a real `healer run` worker with deploy/demo/policies,
 3. emits a sample incident (deploy/demo/incident.jsonl), one garbage record
    and a GPU-memory alert for the Triton model,
 4. waits until the actions are verified (the Triton model really reloads),
@@ -54,7 +54,7 @@ async def audit_records(bootstrap: str, topic: str) -> list[dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--policies", default=str(ROOT / "policies" / "demo"))
+    ap.add_argument("--policies", default=str(ROOT / "deploy" / "demo" / "policies"))
     ap.add_argument("--events", default=str(ROOT / "deploy" / "demo" / "incident.jsonl"))
     ap.add_argument("--expect-verified", type=int, default=3)
     ap.add_argument("--no-triton", action="store_true", help="skip the Triton part")

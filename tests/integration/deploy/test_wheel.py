@@ -165,7 +165,7 @@ def test_dockerfile_healthcheck_command(healer_worker: WorkerFactory, unique_app
     closed = subprocess.run(argv, env=_clean_env(HEALER_HTTP_PORT=str(free_port())),
                             capture_output=True, timeout=30, check=False)
     assert closed.returncode != 0
-    worker = healer_worker.start(ROOT / "policies" / "demo", unique_app_id)
+    worker = healer_worker.start(ROOT / "deploy" / "demo" / "policies", unique_app_id)
     import time
 
     deadline = time.monotonic() + 60
