@@ -43,6 +43,7 @@ from healer.models import ActionRequest
 log = logging.getLogger("healer.runner")
 
 AuditSink = Callable[[AuditEntry], Awaitable[None]]
+_WARN_KINDS = frozenset({"action.failed", "action.rollback_failed"})
 Status = Literal["verified", "succeeded", "failed", "rolled_back", "rollback_failed"]
 
 
@@ -87,6 +88,13 @@ class Runner:
         self.clock = clock
 
     async def _emit(self, kind: AuditKind, req: ActionRequest, **kw: Any) -> None:
+        if kind in _WARN_KINDS:
+            # a failure is in the audit trail; it is also in the log, where operators look first
+            log.warning(
+                "%s %s: %s on %s%s: %s", kind, req.action_id, req.use, req.target.key().strip("/"),
+                " (dry run)" if req.dry_run else "", kw.get("reason") or "no reason given",
+                extra={"action_id": req.action_id, "kind": kind},
+            )
         try:
             await self.audit(for_action(kind, req, self.clock(), **kw))
         except Exception:  # the audit sink must not hide the action's own outcome

@@ -353,6 +353,23 @@ def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def uptime(started_at: object, now: datetime | None = None) -> str:
+    """``started_at`` (the state file's ISO time) to now as "3d04h", "2h05m", "4m10s"; "?" if unknown."""
+    try:
+        started = datetime.fromisoformat(str(started_at))
+    except ValueError:
+        return "?"
+    seconds = max(int(((now or datetime.now(UTC)) - started).total_seconds()), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s"
+
+
 def _proc_state(pid: int) -> str | None:
     """Linux process state letter ('R', 'S', 'Z', ...) or None when there is no such process."""
     try:
@@ -592,6 +609,13 @@ class EmbeddedKafka:
                 )
             bootstrap = f"{HOST}:{port}"
             self._wait_ready(pid, bootstrap, time.monotonic() + self.start_timeout)
+            # not started by this call: say whose it is, so that nobody mistakes it for a fresh
+            # one, or stops a broker another terminal (or project) still uses
+            self._say(
+                f"reusing the broker already running from {self.state_dir} (pid {pid}, "
+                f"up {uptime(state.get('started_at'))}); it was not started now. "
+                f"`healer kafka down --state-dir {self.state_dir}` stops it"
+            )
             return bootstrap
 
         java = find_java()

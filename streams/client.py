@@ -1,7 +1,9 @@
-"""Plain Kafka clients for the CLI and tests: produce records, read a topic.
+"""Plain Kafka clients for the CLI and tests: produce records, read a topic, create and
+describe topics, describe a consumer group.
 
-Used by ``healer emit``, ``healer audit``, ``healer approvals``; not by the
-worker (which goes through Faust).
+Used by ``healer emit``, ``healer audit``, ``healer approvals``, ``healer action``,
+``healer topics``, and by the worker only to create its topics at start (everything else
+in the worker goes through Faust).
 """
 
 from __future__ import annotations
@@ -175,8 +177,23 @@ async def _admin(bootstrap: str, timeout: float) -> AsyncIterator[Any]:
         await admin.close()
 
 
+async def topic_exists(bootstrap: str, topic: str, timeout: float = 15.0) -> bool:
+    """Whether ``topic`` exists. Asks for the whole topic list: a metadata request that names
+    a topic would create it on a broker with auto-creation on (with the default partitions)."""
+    async with _admin(bootstrap, timeout) as admin:
+        try:
+            names = await asyncio.wait_for(admin.list_topics(), timeout=timeout)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"cannot list topics on {bootstrap}: {exc}") from exc
+    return topic in names
+
+
 async def topic_partitions(bootstrap: str, names: list[str], timeout: float) -> dict[str, int]:
-    """Partition counts of the topics in ``names`` that exist (from the cluster's metadata)."""
+    """Partition counts of the topics in ``names`` that exist (from the cluster's metadata).
+
+    Naming the topics in the request creates them on a broker with auto-creation on: call it
+    for topics that should exist (after :func:`ensure_topics`), else :func:`topic_exists`.
+    """
     async with _admin(bootstrap, timeout) as admin:
         try:
             described = await asyncio.wait_for(admin.describe_topics(names), timeout=timeout)
@@ -187,3 +204,55 @@ async def topic_partitions(bootstrap: str, names: list[str], timeout: float) -> 
         if t.get("error_code", 0) == 0 and t.get("partitions"):
             out[str(t["topic"])] = len(t["partitions"])
     return out
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """A consumer group as the broker's coordinator sees it."""
+
+    group: str
+    state: str  # Stable, PreparingRebalance, CompletingRebalance, Empty, Dead
+    members: int
+
+
+# the coordinator is not there yet (a fresh broker creates __consumer_offsets on first use),
+# is loading or has moved: each clears up within seconds
+_COORDINATOR_PENDING = (14, 15, 16)  # COORDINATOR_LOAD_IN_PROGRESS, _NOT_AVAILABLE, NOT_COORDINATOR
+
+
+async def describe_group(bootstrap: str, group: str, timeout: float = 15.0) -> GroupState:
+    """The state and member count of consumer group ``group`` (Kafka DescribeGroups).
+
+    A group nobody ever joined, or whose members all left, has no members (state ``Dead``
+    or ``Empty``). The CLI uses it to tell whether a worker of an app id runs (Faust's
+    group id is the app id). BrokerUnavailable when the broker does not answer in time.
+    """
+    from aiokafka.errors import (
+        CoordinatorLoadInProgressError,
+        CoordinatorNotAvailableError,
+        NotCoordinatorError,
+    )
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with _admin(bootstrap, timeout) as admin:
+        while True:
+            try:
+                responses = await asyncio.wait_for(admin.describe_consumer_groups([group]),
+                                                   max(deadline - loop.time(), 0.1))
+                found = [g for r in responses for g in r.groups if g[1] == group]
+                if found and found[0][0] not in _COORDINATOR_PENDING:
+                    error_code, _, state, _, _, members, *_ = found[0]
+                    if error_code:
+                        raise BrokerUnavailable(f"describing consumer group {group} on {bootstrap} "
+                                                f"failed with Kafka error code {error_code}")
+                    return GroupState(group, str(state), len(members))
+            except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
+                pass
+            except (KafkaError, OSError, TimeoutError) as exc:
+                raise BrokerUnavailable(
+                    f"cannot describe consumer group {group} on {bootstrap}: {exc}") from exc
+            if loop.time() >= deadline:
+                raise BrokerUnavailable(
+                    f"the group coordinator for {group} on {bootstrap} did not answer in {timeout:g}s")
+            await asyncio.sleep(0.5)

@@ -132,9 +132,14 @@ def run(settings: Settings, policies: PolicySet) -> int:
         log.critical("cannot start: %s", exc)
         loop.run_until_complete(runner.cleanup())
         return 1
+    # dry_run and paused first after the identity: a reader of the log must not mistake a
+    # worker that changes nothing (or does nothing) for one that acts
     log.info(
-        "healer worker app_id=%s bootstrap=%s policies=%d executors=%s",
-        settings.app_id, healer.bootstrap, len(policies), ",".join(registry.names()),
+        "healer worker app_id=%s bootstrap=%s dry_run=%s paused=%s policies=%d "
+        "dry_run_policies=%d executors=%s",
+        settings.app_id, healer.bootstrap, str(settings.dry_run).lower(),
+        str(settings.paused).lower(), len(policies),
+        sum(p.guards.dry_run for p in policies.policies.values()), ",".join(registry.names()),
     )
     worker = faust.Worker(healer.app, loop=loop, loglevel=settings.log_level, redirect_stdouts=False,
                           logging_config=logs.dict_config(settings.log_level, log_format),

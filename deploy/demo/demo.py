@@ -3,7 +3,7 @@
 1. starts the embedded Kafka broker (Apache Kafka jars fetched once, cached),
    and a real Triton Inference Server (the binary in the nvidia-pytriton wheel,
    CPU, explicit model control) serving one small Python model,
-2. starts a real `healer run` worker with policies/demo,
+2. starts a real `healer run` worker with deploy/demo/policies,
 3. emits a sample incident (deploy/demo/incident.jsonl), one garbage record
    and a GPU-memory alert for the Triton model,
 4. waits until the actions are verified (the Triton model really reloads),
@@ -39,6 +39,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def shown(path: str) -> str:
+    """A path as the reader typed it: relative to the repository when inside it."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
 def say(msg: str) -> None:
     print(f"\n==> {msg}", flush=True)
 
@@ -54,7 +60,7 @@ async def audit_records(bootstrap: str, topic: str) -> list[dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--policies", default=str(ROOT / "policies" / "demo"))
+    ap.add_argument("--policies", default=str(ROOT / "deploy" / "demo" / "policies"))
     ap.add_argument("--events", default=str(ROOT / "deploy" / "demo" / "incident.jsonl"))
     ap.add_argument("--expect-verified", type=int, default=3)
     ap.add_argument("--no-triton", action="store_true", help="skip the Triton part")
@@ -82,7 +88,7 @@ def main() -> int:
            "HEALER_DATA_DIR": str(work / "data"), "HEALER_HTTP_HOST": "127.0.0.1"}
     worker = None
     try:
-        say(f"starting a healer worker (app id {app_id}, policies {args.policies}, http :{port})")
+        say(f"starting a healer worker (app id {app_id}, policies {shown(args.policies)}, http :{port})")
         with open(work / "worker.log", "wb") as log:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "healer.cli.main", "run", "--policies", args.policies,
@@ -105,7 +111,7 @@ def main() -> int:
             time.sleep(0.5)
         print("    /readyz: ready")
 
-        say(f"emitting the sample incident ({args.events}) and one garbage record")
+        say(f"emitting the sample incident ({shown(args.events)}) and one garbage record")
         out = healer("emit", args.events, env=env)
         print("    " + (out.stderr.strip() or out.stdout.strip()))
         if out.returncode:

@@ -20,7 +20,9 @@ from healer.cli.common import (
     EXIT_USAGE,
     CliError,
     add_kafka_options,
+    require_worker,
     settings_from,
+    target_text,
 )
 from healer.models import ActionRequest, EventRef, Target
 from healer.policy import FIELD_KINDS, TARGET_FIELDS
@@ -35,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     r = ps.add_parser("run", help="run USE on a target")
     r.add_argument("use", help="catalog action, e.g. kubernetes.scale")
     r.add_argument("--target", action="append", default=[], metavar="KEY=VALUE", required=True,
-                   help="kind=Deployment namespace=... name=... (repeatable)")
+                   help="kind=Deployment namespace=... name=... (repeatable; kind may be left out "
+                        "when the action takes one kind, e.g. triton.reload: TritonModel)")
     r.add_argument("--with", dest="with_", action="append", default=[], metavar="KEY=VALUE",
                    help="action parameter; values are JSON when they parse, else strings")
     r.add_argument("--dry-run", action="store_true", help="snapshot and plan only")
@@ -65,6 +68,13 @@ def _kv(items: list[str], what: str) -> dict[str, Any]:
         except ValueError:
             out[k] = v
     return out
+
+
+def infer_kind(use: str, kinds: frozenset[str]) -> str:
+    """The target kind when ``--target kind=...`` is left out: the action's only kind."""
+    if len(kinds) == 1:
+        return next(iter(kinds))
+    raise CliError(f"{use} acts on {', '.join(sorted(kinds))}: say which with --target kind=...")
 
 
 def build_target(raw: dict[str, Any]) -> Target:
@@ -154,7 +164,10 @@ def run(args: argparse.Namespace) -> int:
     if spec is None:
         print(f"healer: unknown action {args.use!r}; known: {', '.join(catalog.names())}", file=sys.stderr)
         return EXIT_USAGE
-    target = build_target(_kv(args.target, "target"))
+    raw_target = _kv(args.target, "target")
+    if "kind" not in raw_target:
+        raw_target["kind"] = infer_kind(args.use, spec.target_kinds)
+    target = build_target(raw_target)
     if target.kind not in spec.target_kinds:
         raise CliError(f"{args.use} cannot act on a {target.kind} (it takes {', '.join(sorted(spec.target_kinds))})")
     params = _kv(args.with_, "with")
@@ -175,13 +188,15 @@ def run(args: argparse.Namespace) -> int:
         _audit_refusal(settings, action_id, refusal, actor)
         print(f"healer: refused: {refusal}", file=sys.stderr)
         return EXIT_FAIL
+    require_worker(settings)
     now = datetime.now(UTC)
     req = ActionRequest(action_id=action_id, use=args.use, target=target, with_=params,
                         dry_run=args.dry_run or settings.dry_run, actor=actor, requested_at=now,
                         event=EventRef(id=f"cli:{action_id}"))
     since = now.strftime("%Y-%m-%dT%H:%M:%S")
     _send(settings, req, [for_action("action.queued", req, now, actor=actor)])
-    print(f"queued {action_id}: {args.use} on {target.key()}" + (" (dry run)" if req.dry_run else ""))
+    print(f"queued {action_id}: {args.use} on {target_text(target.brief())}"
+          + (" (dry run)" if req.dry_run else ""))
     if args.no_wait:
         return EXIT_OK
     last = _wait(args, action_id, since, TERMINAL | {"action.succeeded"} if req.dry_run else TERMINAL)
@@ -214,6 +229,7 @@ def rollback(args: argparse.Namespace) -> int:
     if not any(k in kinds for k in ("action.succeeded", "action.verified", "action.failed")):
         print(f"healer: {args.action_id} has not run (its lifecycle: {', '.join(kinds)})", file=sys.stderr)
         return EXIT_FAIL
+    require_worker(settings)
     now = datetime.now(UTC)
     t = dict(first["target"])
     if t.get("servers"):

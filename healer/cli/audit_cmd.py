@@ -37,6 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     v = ps.add_parser("verify", help="verify the hash chains of the topic or an exported file")
     v.add_argument("--file", help="an export: JSON lines of audit records")
     v.add_argument("--checkpoint", help="a checkpoint from `healer audit checkpoint`: detects a truncated tail")
+    v.add_argument("--allow-empty", action="store_true",
+                   help="exit 0 on no records at all (by default that fails: wrong app id or broker?)")
     add_kafka_options(v)
     v.set_defaults(func=verify)
     c = ps.add_parser("checkpoint", help="write the chain heads (store them outside Kafka)")
@@ -57,6 +59,8 @@ def readable(rec: dict[str, Any]) -> str:
     target = target_text(t)
     pol = (rec.get("policy") or {}).get("name", "")
     parts = [rec.get("time", ""), f"{rec.get('chain')}:{rec.get('seq')}", rec.get("kind", "")]
+    if (rec.get("detail") or {}).get("dry_run"):
+        parts.append("dry-run")  # decided or run as a dry run: nothing was changed
     if pol:
         parts.append(f"policy={pol}")
     if target:
@@ -118,22 +122,54 @@ def _match(rec: dict[str, Any], args: argparse.Namespace) -> bool:
     return not (getattr(args, "kind", None) and rec.get("kind") not in args.kind)
 
 
+def topic_note(args: argparse.Namespace) -> tuple[str, bool]:
+    """Why the audit topic gave nothing: ("topic T on B is empty", True) or "... does not
+    exist" (False), naming the app id so that a wrong one is plain to see."""
+    import asyncio
+
+    from streams.client import BrokerUnavailable, topic_exists
+
+    settings = settings_from(args)
+    bootstrap, topic = settings.bootstrap(), settings.topic("audit")
+    try:
+        exists = asyncio.run(topic_exists(bootstrap, topic))
+    except BrokerUnavailable as exc:
+        raise CliError(str(exc)) from exc
+    if exists:
+        return f"topic {topic} on {bootstrap} is empty (app id {settings.app_id!r})", True
+    return (f"topic {topic} does not exist on {bootstrap}: no worker of app id "
+            f"{settings.app_id!r} has run against this broker (wrong --app-id or "
+            "--bootstrap-servers? env HEALER_APP_ID, HEALER_BOOTSTRAP_SERVERS)"), False
+
+
 def tail(args: argparse.Namespace) -> int:
     """Without --follow: a snapshot, ordered by time across chains.
-    With --follow: records as they arrive."""
+    With --follow: records as they arrive. Nothing to show is said on stderr."""
     recs: Iterable[dict[str, Any]] = _records(args, follow=args.follow)
     if not args.follow:
         recs = sorted(recs, key=lambda r: (str(r.get("time", "")), str(r.get("chain")), r.get("seq", 0)))
+    read = shown = 0
     for rec in recs:
+        read += 1
         if _match(rec, args):
+            shown += 1
             print(json.dumps(rec, ensure_ascii=False) if args.json else readable(rec), flush=True)
+    if read == 0:
+        note, exists = topic_note(args)
+        print(f"healer: no audit records: {note}", file=sys.stderr)
+        return EXIT_OK if exists else EXIT_FAIL
+    if shown == 0:
+        print(f"healer: none of the {read} audit records matched --action/--policy/--kind",
+              file=sys.stderr)
     return EXIT_OK
 
 
 def show(args: argparse.Namespace) -> int:
     recs = [r for r in _records(args) if r.get("action_id") == args.action_id]
     if not recs:
-        print(f"healer: no audit records for action {args.action_id}", file=sys.stderr)
+        settings = settings_from(args)
+        print(f"healer: no audit records for action {args.action_id} on topic "
+              f"{settings.topic('audit')} at {settings.bootstrap()}", file=sys.stderr)
         return EXIT_FAIL
     recs.sort(key=lambda r: (r.get("time", ""), r.get("seq", 0)))
     for r in recs:
@@ -225,6 +261,13 @@ def verify(args: argparse.Namespace) -> int:
             return EXIT_FAIL
         cp = Checkpoint.from_json(raw)
     recs = _load(args)
+    if not recs:
+        where = f"file {args.file} has none" if args.file else topic_note(args)[0]
+        hint = "" if args.allow_empty else "; nothing was verified (--allow-empty accepts that)"
+        print(f"healer: no audit records: {where}{hint}", file=sys.stderr)
+        if not args.allow_empty:
+            print("FAILED: 0 records, chains -")
+            return EXIT_FAIL
     report = verify_chain(recs, checkpoint=cp)
     for prob in report.problems:
         print(f"FAIL {prob}")

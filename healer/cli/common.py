@@ -40,6 +40,31 @@ def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
     return settings
 
 
+def require_worker(settings: Settings) -> None:
+    """Fail fast (CliError) unless a worker of ``settings.app_id`` runs.
+
+    A worker is a member of the consumer group named by the app id (Faust's group id), so a
+    command that needs a worker to act asks the broker, instead of queueing a request that
+    nobody reads and waiting for its timeout.
+    """
+    import asyncio
+
+    from streams.client import BrokerUnavailable, describe_group
+
+    bootstrap = settings.bootstrap()
+    try:
+        group = asyncio.run(describe_group(bootstrap, settings.app_id))
+    except BrokerUnavailable as exc:
+        raise CliError(str(exc)) from exc
+    if group.members == 0:
+        raise CliError(
+            f"no worker of app id {settings.app_id!r} is running on {bootstrap} (its consumer "
+            f"group is {group.state}, no members); nothing was queued. Start one "
+            f"(`healer run --app-id {settings.app_id}`) or pass the right --app-id / "
+            "--bootstrap-servers (env HEALER_APP_ID, HEALER_BOOTSTRAP_SERVERS)"
+        )
+
+
 def target_text(t: dict[str, Any] | None) -> str:
     """A target as one short string: Kind/namespace/name or TritonModel/server/model."""
     if not t:

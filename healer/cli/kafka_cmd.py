@@ -98,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
     state = "running" if info["answers"] else ("not answering" if info["running"] else "stopped")
     print(f"state: {state}")
     print(f"pid: {info.get('pid') or '-'}")
+    if info["running"]:
+        from streams.broker import uptime
+
+        print(f"uptime: {uptime(info.get('started_at'))}")
     print(f"version: {info.get('version') or '-'}")
     print(f"state_dir: {info['state_dir']}")
     print(f"log: {info['log_file']}")

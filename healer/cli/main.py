@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from healer import __version__
@@ -18,6 +19,9 @@ from healer.cli import (
     topics_cmd,
 )
 from healer.cli.common import EXIT_FAIL, CliError
+
+# what a shell reports for a command killed by SIGPIPE (128 + 13), like `yes | head`
+EXIT_BROKEN_PIPE = 141
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`healer audit tail --json | head`): stop quietly; stdout goes
+        # to /dev/null so that the interpreter's last flush does not complain either
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return code
 
 

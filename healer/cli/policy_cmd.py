@@ -22,6 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     t.add_argument("--events", required=True, help="events JSON lines ({time, alert|webhook|metric})")
     t.add_argument("--expect", help="expected plan (JSON lines); exit 1 on any difference")
     t.add_argument("--format", choices=["json", "table"], default="json")
+    t.add_argument("--show-all", action="store_true",
+                   help="also list each input that got no decision, and why (duplicate, no policy "
+                        "matched, resolved, late sample, rejected input, ...)")
     t.add_argument("--dry-run", action="store_true", help="global dry run")
     t.add_argument("--paused", action="store_true", help="global pause")
     t.add_argument("--rate-limit", help="global rate limit MAX/PER, e.g. 10/1m")
@@ -84,10 +87,13 @@ def test(args: argparse.Namespace) -> int:
     plan = [d.plan_line() for d in decisions]
     for n, reason in replayer.rejected:
         print(f"{args.events}:{n}: rejected: {reason}", file=sys.stderr)
+    # --show-all: the plan's lines in input order, with a "none" line for each input that got
+    # no decision; --expect still compares the plan alone
+    shown = [e.plan_line() for _, e in replayer.entries] if args.show_all else plan
     if args.format == "table":
-        _table(plan)
+        _table(shown)
     else:
-        for line in plan:
+        for line in shown:
             print(json.dumps(line, ensure_ascii=False))
     if args.expect:
         return _compare(plan, Path(args.expect))
@@ -97,6 +103,9 @@ def test(args: argparse.Namespace) -> int:
 def _table(plan: list[dict[str, Any]]) -> None:
     rows = [("TIME", "POLICY", "TARGET", "USE", "DECISION", "REASON", "ACTION")]
     for p in plan:
+        if p["decision"] == "none":  # --show-all: an input that got no decision
+            rows.append((p["time"], "-", "-", "-", "none", f"{p['reason']} ({p['event']}, line {p['line']})", ""))
+            continue
         t = p["target"] or {}
         target = target_text(t) or "-"
         decision = p["decision"] + (" (dry-run)" if p["dry_run"] else "")

@@ -1,9 +1,9 @@
 """Start and stop a real Triton Inference Server for integration tests and benches.
 
 The ``tritonserver`` binary comes from the ``nvidia-pytriton`` wheel
-(``pip install --no-deps nvidia-pytriton==0.7.0``: the binary, its Python
-backend and bundled libraries are all we use; its Python dependencies would
-downgrade numpy in the shared venv). Layout of the installed wheel::
+(``make install`` installs it and its dependencies from requirements/dev.txt;
+the binary, its Python backend and bundled libraries are all we use).
+Layout of the installed wheel::
 
     site-packages/pytriton/tritonserver/bin/tritonserver       (RPATH -> nvidia_pytriton.libs)
     site-packages/pytriton/tritonserver/backends/python/       (libtriton_python.so, utils)
@@ -44,7 +44,7 @@ from pathlib import Path
 
 PYTRITON_VERSION = "0.7.0"
 NUMPY_FOR_STUB = "1.26.4"
-INSTALL_HINT = f"pip install --no-deps nvidia-pytriton=={PYTRITON_VERSION}"
+INSTALL_HINT = f"make install (requirements/dev.txt pins nvidia-pytriton=={PYTRITON_VERSION})"
 
 
 class TritonUnavailable(RuntimeError):

@@ -51,7 +51,7 @@ PROMQL_WORDS = {
 
 @pytest.fixture(scope="module")
 def policies() -> PolicySet:
-    # the library the chart ships: the top-level files (policies/demo/ is for `make demo`)
+    # the library the chart ships: the top-level files (the demo's are in deploy/demo/policies/)
     return load_policy_set(sorted((ROOT / "policies").glob("*.yaml")))
 
 

@@ -5,10 +5,13 @@ starts it in the background (the reader's second terminal) and waits for the wor
 ``<!-- test: until "TEXT" -->`` reruns it until its output contains TEXT (the reader's "after a
 few seconds"). Exported variables carry over between blocks, like one terminal session.
 
-Isolation without changing the commands: XDG_CACHE_HOME points at a temp dir (so ``healer kafka
-up`` gets its own broker state; the cached Kafka jars are linked in), the worker's HTTP port and
-data dir come from HEALER_* variables, and the ``healer`` on PATH is this interpreter's.
-Everything started is stopped at the end (worker process group, then ``healer kafka down``).
+Isolation without changing the commands: the blocks run in a temp copy of the checkout made of
+symlinks to its top-level entries, so the quickstart's project-local ``--state-dir .healer/kafka``
+is a fresh one (a reader's own quickstart broker in the real checkout is never reused or
+stopped); XDG_CACHE_HOME points at a temp dir (the cached Kafka jars are linked in), the worker's
+HTTP port and data dir come from HEALER_* variables, and the ``healer`` on PATH is this
+interpreter's. Everything started is stopped at the end (worker process group, then ``healer
+kafka down``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ BLOCK = re.compile(r"<!-- test(?::\s*(?P<mode>background|until\s+\"(?P<text>[^\"
                    r"```sh\n(?P<body>.*?)```", re.S)
 UNTIL_TIMEOUT_S = 120
 BLOCK_TIMEOUT_S = 300
+STATE_DIR = ".healer/kafka"  # the quickstart's project-local broker state
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,10 @@ def test_marked_blocks_are_found() -> None:
     walk = QUICKSTART.read_text().split("## A local walk-through", 1)[1]
     fences = re.findall(r"```sh\n(.*?)```", walk, re.S)
     assert len(fences) == len(blocks) + 1, "an untested command block crept into the walk-through"
+    # up, status and down name the project's own broker, so `down` never stops someone else's
+    kafka = re.findall(r"healer kafka (up|status|down)([^\n|)]*)", "".join(b.body for b in blocks))
+    assert {verb for verb, _ in kafka} == {"up", "status", "down"}
+    assert all(f"--state-dir {STATE_DIR}" in rest for _, rest in kafka), kafka
 
 
 def test_readme_commands_are_in_the_quickstart() -> None:
@@ -79,15 +87,16 @@ def test_readme_commands_are_in_the_quickstart() -> None:
 class Session:
     """One reader's shell session: blocks share exported variables through a state file."""
 
-    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str], cwd: Path) -> None:
         self.tmp = tmp
         self.env = env
+        self.cwd = cwd
         self.state = tmp / "session.env"
         self.state.write_text("")
         self.background: list[subprocess.Popen[bytes]] = []
 
     def _script(self, body: str) -> str:
-        return (f"set -euo pipefail\nsource {shlex.quote(str(self.state))}\ncd {shlex.quote(str(ROOT))}\n"
+        return (f"set -euo pipefail\nsource {shlex.quote(str(self.state))}\ncd {shlex.quote(str(self.cwd))}\n"
                 f"{body}\nexport -p > {shlex.quote(str(self.state))}\n")
 
     def run(self, body: str) -> subprocess.CompletedProcess[str]:
@@ -95,7 +104,7 @@ class Session:
                               text=True, timeout=BLOCK_TIMEOUT_S, check=False)
 
     def start(self, body: str, log: Path) -> subprocess.Popen[bytes]:
-        script = f"source {shlex.quote(str(self.state))}\ncd {shlex.quote(str(ROOT))}\n{body}"
+        script = f"source {shlex.quote(str(self.state))}\ncd {shlex.quote(str(self.cwd))}\n{body}"
         with open(log, "wb") as f:
             proc = subprocess.Popen(["bash", "-c", script], env=self.env, stdout=f,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -138,10 +147,21 @@ def _isolated_cache(tmp: Path) -> Path:
     return cache
 
 
+def _project_copy(tmp: Path) -> Path:
+    """The checkout as the reader has it, minus local state: symlinks to its top-level entries."""
+    project = tmp / "project"
+    project.mkdir()
+    for entry in ROOT.iterdir():
+        if entry.name not in (".git", ".healer", ".venv"):
+            (project / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    return project
+
+
 def test_quickstart_walkthrough(tmp_path: Path) -> None:
     blocks = marked_blocks(QUICKSTART.read_text())
     port = free_port()
     cache = _isolated_cache(tmp_path)
+    project = _project_copy(tmp_path)
     bin_dir = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("HEALER_", "KAFKA_BOOTSTRAP", "PYTHONPATH", "VIRTUAL_ENV"))}
@@ -153,7 +173,7 @@ def test_quickstart_walkthrough(tmp_path: Path) -> None:
         "HEALER_DATA_DIR": str(tmp_path / "data"),
         "PYTHONUNBUFFERED": "1",
     })
-    session = Session(tmp_path, env)
+    session = Session(tmp_path, env, project)
     outputs: list[str] = []
     try:
         for i, block in enumerate(blocks):
@@ -174,14 +194,19 @@ def test_quickstart_walkthrough(tmp_path: Path) -> None:
             outputs.append(done.stdout)
     finally:
         session.stop_background()
-        subprocess.run([sys.executable, "-m", "healer.cli.main", "kafka", "down", "--kill"], env=env,
-                       capture_output=True, timeout=120, check=False)
+        subprocess.run([sys.executable, "-m", "healer.cli.main", "kafka", "down", "--kill",
+                        "--state-dir", STATE_DIR], env=env, cwd=project, capture_output=True,
+                       timeout=120, check=False)
     text = "\n".join(outputs)
     # what the page tells the reader they will see
     assert re.search(r"^bootstrap: 127\.0\.0\.1:\d+$", outputs[0], re.M)
     assert "namespace_denied" in text and "invalid_target" in text
     assert "event.duplicate" in text and "decision.suppressed" in text
+    assert "duplicate (alert LLMHighLatency, line 2)" in text and "resolved (alert" in text
     assert re.search(r"^ok: \d+ records", text, re.M)
-    status = subprocess.run([sys.executable, "-m", "healer.cli.main", "kafka", "status"], env=env,
+    assert re.search(r"^queued m-\w+: healer.noop on Deployment/llm-prod/vllm-llama3$", text, re.M)
+    assert re.search(r"action.verified .*actor=user:", text)
+    status = subprocess.run([sys.executable, "-m", "healer.cli.main", "kafka", "status",
+                             "--state-dir", STATE_DIR], env=env, cwd=project,
                             capture_output=True, text=True, timeout=60, check=False)
     assert status.returncode == 1, "the broker is still running after `healer kafka down`"

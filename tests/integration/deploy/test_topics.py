@@ -104,7 +104,7 @@ def test_worker_runs_on_precreated_topics(kafka_bootstrap: str, unique_app_id: s
     code, _, err = topics(["create", "--bootstrap-servers", kafka_bootstrap, "--app-id", unique_app_id,
                            "--partitions", "3"], capsys)
     assert code == 0, err
-    worker = healer_worker.start(ROOT / "policies" / "demo", unique_app_id, partitions=3,
+    worker = healer_worker.start(ROOT / "deploy" / "demo" / "policies", unique_app_id, partitions=3,
                                  HEALER_CREATE_TOPICS="false")
     assert "created topics" not in worker.log_tail()
     status, body = worker.get("/readyz")

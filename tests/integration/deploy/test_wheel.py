@@ -1,7 +1,8 @@
-"""The container image's install recipe, without a Docker engine: build wheels exactly as
-deploy/Dockerfile's build stage does (from a copy of the same files), install them offline into a
-clean virtualenv as its runtime stage does, and run the installed ``healer`` from outside the
-repository. Also runs the Dockerfile's HEALTHCHECK command against a real worker.
+"""The container image's install recipe, without a Docker engine: run deploy/Dockerfile's build
+stage RUN commands (from a copy of the files it COPYs), then its runtime stage's install RUN into a
+clean virtualenv, check that this virtualenv holds exactly requirements/runtime.txt (and
+``pip check`` is clean), and run the installed ``healer`` from outside the repository. Also runs
+the Dockerfile's HEALTHCHECK command against a real worker.
 
 Needs PyPI (dependency wheels; pip's cache makes reruns fast) and, for the health check, Kafka.
 """
@@ -14,13 +15,21 @@ import re
 import shutil
 import subprocess
 import sys
-import venv
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from tests.integration.deploy.conftest import ROOT
+from tests.lockfile import (
+    LOCK_RUNTIME,
+    applicable,
+    differences,
+    installed_versions,
+    marker_environment,
+    pip_check,
+    read_lock,
+)
 from tests.workers import WorkerFactory, free_port
 
 pytestmark = pytest.mark.integration
@@ -38,6 +47,7 @@ def _copied_sources(dst: Path) -> list[str]:
         if src.is_dir():
             shutil.copytree(src, dst / p.rstrip("/"), ignore=shutil.ignore_patterns("__pycache__"))
         else:
+            (dst / p).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / p)
     return paths
 
@@ -55,6 +65,25 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _runs(stage: str) -> list[str]:
+    """The stage's RUN commands as shell text (continuations joined, --mount flags dropped)."""
+    text = re.sub(r"\\\n", " ", stage)
+    runs = re.findall(r"^RUN (.+)$", text, re.M)
+    return [re.sub(r"--mount=\S+\s*", "", r).strip() for r in runs]
+
+
+def _localised(command: str, wheels: Path, env_dir: Path) -> str:
+    """A Dockerfile command for this machine: our interpreter, temp dirs for /wheels and the venv."""
+    command = command.replace("/opt/healer", str(env_dir)).replace("/wheels", str(wheels))
+    return re.sub(r"(?<![\w/.-])python(?= )", sys.executable, command)
+
+
+def _shell(command: str, cwd: Path) -> None:
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=cwd, env=_clean_env(),
+                          capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+    assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with healer installed from wheels, the Dockerfile's way; returns its bin dir."""
@@ -62,20 +91,26 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src, wheels, env_dir = tmp / "src", tmp / "wheels", tmp / "venv"
     src.mkdir()
     copied = _copied_sources(src)
-    assert {"pyproject.toml", "healer/", "actions/", "streams/"} <= set(copied)
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--wheel-dir", str(wheels), "."],
-        cwd=src, env=_clean_env(), capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False,
-    )
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    venv.create(env_dir, with_pip=True, clear=True)
-    pip = env_dir / "bin" / "pip"
-    inst = subprocess.run(
-        [str(pip), "install", "--no-index", "--find-links", str(wheels), "healer"],
-        cwd=tmp, env=_clean_env(), capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False,
-    )
-    assert inst.returncode == 0, inst.stdout[-3000:] + inst.stderr[-3000:]
+    assert {"pyproject.toml", "requirements/runtime.txt", "healer/", "actions/", "streams/"} <= set(copied)
+    text = DOCKERFILE.read_text()
+    build = _runs(_stage(text, "build"))
+    assert any("--require-hashes -r requirements/runtime.txt" in r for r in build), build
+    for command in build:
+        _shell(_localised(command, wheels, env_dir), src)
+    install = [r for r in _runs(_stage(text, "runtime")) if "/wheels" in r]
+    assert len(install) == 1 and "pip check" in install[0], install
+    _shell(_localised(install[0], wheels, env_dir), tmp)
     return env_dir / "bin"
+
+
+def test_installed_versions_are_the_runtime_lock(installed: Path) -> None:
+    python = installed / "python"
+    have = installed_versions(python)
+    diffs = differences(applicable(read_lock(LOCK_RUNTIME), marker_environment(python)), have)
+    assert not diffs, "the image recipe did not install requirements/runtime.txt:\n" + "\n".join(diffs)
+    assert "healer" in have and "pytest" not in have
+    check = pip_check(python)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def _run(bin_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -130,7 +165,7 @@ def test_dockerfile_healthcheck_command(healer_worker: WorkerFactory, unique_app
     closed = subprocess.run(argv, env=_clean_env(HEALER_HTTP_PORT=str(free_port())),
                             capture_output=True, timeout=30, check=False)
     assert closed.returncode != 0
-    worker = healer_worker.start(ROOT / "policies" / "demo", unique_app_id)
+    worker = healer_worker.start(ROOT / "deploy" / "demo" / "policies", unique_app_id)
     import time
 
     deadline = time.monotonic() + 60
