@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from actions.runner import Runner
-from healer.audit import for_action, for_event
+from healer.audit import AuditEntry, for_action, for_event
 from healer.ledger import (
     Interrupted,
     LedgerEntry,
@@ -40,6 +40,13 @@ log = logging.getLogger("healer.worker")
 
 MAX_QUEUED = 10_000  # action requests taken from the stream and not finished yet
 REVOKE_WAIT = 30.0  # seconds a revocation waits for running actions of the partitions it takes away
+
+
+def _warn(entry: AuditEntry) -> None:
+    """An ``action.failed`` the stage itself audits is logged too (as the runner does its own)."""
+    log.warning("%s %s: %s on %s: %s", entry.kind, entry.action_id, entry.use,
+                (entry.target or {}).get("name") or entry.target, entry.reason,
+                extra={"action_id": entry.action_id, "kind": entry.kind})
 
 
 class ExecuteStage:
@@ -106,6 +113,7 @@ class ExecuteStage:
         if not isinstance(adm, Run):
             await self.writer.write(adm.audit)
             if isinstance(adm, Interrupted):
+                _warn(adm.audit)
                 table_set(self.ledger, ev, req.action_id, adm.entry.to_json())
             return
         self.in_flight[req.action_id] = asyncio.current_task()  # type: ignore[assignment]
@@ -120,6 +128,7 @@ class ExecuteStage:
                 except TimeoutError:
                     failed, audit = timed_out(adm.entry, req, now(), self.timeout)
                     await self.writer.write(audit)
+                    _warn(audit)
                     table_set(self.ledger, ev, req.action_id, failed.to_json())
                     self.ctx.metrics.action_done(req.use, "timeout", self.timeout)
                     return
