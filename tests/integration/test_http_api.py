@@ -204,6 +204,32 @@ def test_webhook_token_cannot_decide_403_and_audits(
     assert "anything-at-all" not in json.dumps(recs) and HOOK not in json.dumps(recs)
 
 
+def test_refusals_beyond_the_burst_are_aggregated_and_flushed_at_shutdown(
+    kafka_bootstrap: str, unique_app_id: str, tmp_path: Path
+) -> None:
+    """The refusal rate limit in the server: 1 refusal audited, 4 counted; the open window's
+    summary is written when the server stops (the window is an hour: no timer ends it)."""
+    app = unique_app_id
+    healer = make_healer(tmp_path, app, kafka_bootstrap, webhook_token=HOOK, http_refusal_burst=1,
+                         http_refusal_window="1h")
+    asyncio.run(ensure_topics(kafka_bootstrap, healer.topic_layout()))
+
+    async def go() -> None:
+        async with serve(healer) as base, aiohttp.ClientSession() as s:
+            for i in range(5):
+                code, _ = await post(s, f"{base}/api/v1/alerts", am_payload("x"), token=f"bad-token-{i:012d}")
+                assert code == 401
+
+    asyncio.run(go())
+    recs = read_until(kafka_bootstrap, f"{app}.audit-log", lambda r: len(r) >= 2, timeout=30)
+    assert [r["reason"] for r in recs] == ["alert webhook attempt with an invalid token",
+                                           "4 more refused requests in 3600s (aggregated)"]
+    counted = recs[1]["detail"]["refusals"]
+    assert (counted["count"], counted["by_reason"], counted["by_remote"]) == (
+        4, {"alert webhook attempt with an invalid token": 4}, {"127.0.0.1": 4})
+    assert "bad-token" not in json.dumps(recs)
+
+
 def test_closed_port_answers_503_and_healthz_reports_it(unique_app_id: str, tmp_path: Path) -> None:
     dead = f"127.0.0.1:{free_port()}"
     healer = make_healer(tmp_path, unique_app_id, dead, api_token=API, webhook_token=HOOK)
