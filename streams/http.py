@@ -63,7 +63,6 @@ PUBLISH_TIMEOUT = 10.0  # seconds for the broker to ack an accepted request
 AUDIT_TIMEOUT = 3.0  # seconds for the audit entry of a refused request
 BROKER_CHECK_INTERVAL = 5.0
 ACTION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
-MAX_ACTOR = 200
 MAX_REASON = 2000
 APPROVAL_KINDS = {"action.pending_approval", *TERMINAL}
 REASON_KIND_RE = re.compile(r"[A-Za-z0-9 -]{1,60}")
