@@ -2,22 +2,61 @@
 
 ``KAFKA_BOOTSTRAP_SERVERS`` is honoured when ``HEALER_BOOTSTRAP_SERVERS`` is
 unset. Secrets (API tokens, Triton auth) are read from files or env and are
-never logged: they are ``SecretStr``.
+never logged: they are ``SecretStr``. A settings error never shows a value
+(pydantic's own messages do): :class:`SettingsError` names the setting, where
+it came from and what is wrong.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from healer.durations import parse_duration
 from healer.engine import PROTECTED_NAMESPACES, EngineSettings
+from healer.identity import (
+    SHORTHANDS,
+    Credential,
+    TokenConfigError,
+    TokenTable,
+    credential,
+    parse_tokens_file,
+)
 from healer.policy import Budget
+from healer.refusals import RefusalRule
+
+MAX_TOKENS_FILE_BYTES = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """Settings that do not load; the message names the setting and its source, never its value."""
+
+
+def yaml_file(path: str, what: str) -> Any:
+    """The parsed YAML of a settings-like file; errors name the line, never show its text."""
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_TOKENS_FILE_BYTES:
+            raise SettingsError(f"{what} {path} is larger than 1 MiB")
+        text = p.read_text()
+    except OSError as exc:
+        raise SettingsError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        # str(exc) quotes the offending line, which may hold a secret: position and problem only
+        mark = exc.problem_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise SettingsError(f"{what} {path} is not valid YAML{at}: {exc.problem or 'syntax error'}") from None
+    except yaml.YAMLError:
+        raise SettingsError(f"{what} {path} is not valid YAML") from None
 
 
 class RateLimit(BaseModel):
@@ -43,13 +82,51 @@ class _YamlSource(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         if not self.path:
             return {}
-        p = Path(self.path)
-        if not p.is_file():
-            raise ValueError(f"config file {self.path} does not exist")
-        data = yaml.safe_load(p.read_text()) or {}
+        if not Path(self.path).is_file():
+            raise SettingsError(f"config file {self.path} (HEALER_CONFIG) does not exist")
+        data = yaml_file(self.path, "config file") or {}
         if not isinstance(data, dict):
-            raise ValueError(f"config file {self.path} must be a mapping")
+            raise SettingsError(f"config file {self.path} (HEALER_CONFIG) must be a mapping of settings")
         return data
+
+
+def _without_values(exc: ValidationError, given: dict[str, Any]) -> str:
+    """pydantic's errors with the input values taken out, each naming where the setting came from."""
+    fields = sorted(Settings.model_fields)
+    config = os.environ.get("HEALER_CONFIG")
+    lines = []
+    for err in exc.errors(include_url=False, include_context=False):
+        loc = [str(p) for p in err["loc"]]
+        name = loc[0] if loc else ""
+        env = f"HEALER_{name.upper()}"
+        if name in given:
+            where = f"setting {'.'.join(loc)}"
+        elif env in os.environ:
+            where = f"{env}" + (f" ({'.'.join(loc[1:])})" if len(loc) > 1 else "")
+        elif config:
+            where = f"config file {config}: {'.'.join(loc)}"
+        else:
+            where = ".".join(loc) or "settings"
+        if err["type"] == "extra_forbidden":
+            near = difflib.get_close_matches(name, fields, n=1)
+            msg = "unknown setting" + (f"; did you mean {near[0]}?" if near else " (the settings are the fields of healer/settings.py)")
+        else:
+            msg = str(err["msg"])
+            value = err.get("input")
+            for v in (value, repr(value)) if isinstance(value, str) and len(value) >= 3 else ():
+                msg = msg.replace(v, "<value>")  # a validator of ours may quote it
+        lines.append(f"{where}: {msg}")
+    return "invalid settings (values not shown):\n  " + "\n  ".join(lines)
+
+
+def _positive_duration(v: str) -> str:
+    try:
+        d = parse_duration(v)
+    except ValueError:
+        raise ValueError("not a duration (use a number with a unit, e.g. 500ms, 10s, 5m)") from None
+    if d <= timedelta(0):
+        raise ValueError("must be longer than 0s")
+    return v
 
 
 class Settings(BaseSettings):
@@ -59,7 +136,16 @@ class Settings(BaseSettings):
     bootstrap_servers: str = ""
     policies: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["policies"])
     http_port: int = Field(default=8080, ge=0, le=65535)
-    http_host: str = "0.0.0.0"
+    # loopback unless told otherwise: the image and the chart set 0.0.0.0 themselves
+    http_host: str = "127.0.0.1"
+    # HTTP server bounds (docs/api.md, "Limits")
+    http_header_timeout: str = "10s"  # from connect to the first request's complete headers
+    http_idle_timeout: str = "30s"  # between requests on a kept-alive connection
+    http_body_timeout: str = "30s"  # to receive a request body
+    http_max_connections: int = Field(default=256, ge=1, le=100_000)
+    # refused requests audited one by one per window; the rest become one aggregated entry
+    http_refusal_window: str = "10s"
+    http_refusal_burst: int = Field(default=10, ge=1, le=10_000)
     dry_run: bool = False
     paused: bool = False
     rate_limit: RateLimit | None = None
@@ -75,6 +161,10 @@ class Settings(BaseSettings):
     session_timeout: str = "10s"
     instance_id: str = ""
     data_dir: str = ""
+    # named tokens: a YAML file of {identity, roles, token | digest} (docs/security.md)
+    tokens_file: str | None = None
+    # start without any token: unauthenticated alerts are accepted (as identity anonymous)
+    insecure_no_auth: bool = False
     api_token: SecretStr | None = None
     api_token_file: str | None = None
     webhook_token: SecretStr | None = None
@@ -94,6 +184,18 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_sasl_password_file: str | None = None
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            # `from None`: the ValidationError (which quotes every input value) must not be shown
+            raise SettingsError(_without_values(exc, values)) from None
+
+    @field_validator("http_header_timeout", "http_idle_timeout", "http_body_timeout", "http_refusal_window")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        return _positive_duration(v)
 
     @field_validator("policies", "protected_namespaces", "allowed_namespaces", mode="before")
     @classmethod
@@ -167,9 +269,39 @@ class Settings(BaseSettings):
                        sasl_plain_password=password)
         return sec
 
-    def api_tokens(self) -> tuple[str | None, str | None]:
-        """(API token, webhook token); the webhook falls back to the API token."""
-        api = self._secret(self.api_token, self.api_token_file)
-        hook = self._secret(self.webhook_token, self.webhook_token_file) or api
-        return api, hook
+    def seconds(self, name: str) -> float:
+        """A duration setting (``http_body_timeout`` ...) in seconds."""
+        return parse_duration(getattr(self, name)).total_seconds()
+
+    def refusal_rule(self) -> RefusalRule:
+        return RefusalRule(window=parse_duration(self.http_refusal_window), burst=self.http_refusal_burst)
+
+    def token_table(self) -> TokenTable:
+        """Every identity that may call the HTTP API: the tokens file plus the two shorthands.
+
+        ``HEALER_API_TOKEN(_FILE)`` is identity ``api`` (roles approve, operate);
+        ``HEALER_WEBHOOK_TOKEN(_FILE)`` is identity ``webhook`` (role ingest). Raises
+        :class:`healer.identity.TokenConfigError` naming the source; never shows a token.
+        """
+        creds: list[Credential] = []
+        secrets: list[str] = []
+        if self.tokens_file:
+            try:
+                data = yaml_file(self.tokens_file, "tokens file")
+            except SettingsError as exc:
+                raise TokenConfigError(f"{exc} (HEALER_TOKENS_FILE)") from None
+            creds, secrets = parse_tokens_file(data, f"tokens file {self.tokens_file}")
+        pairs = {"HEALER_API_TOKEN": (self.api_token, self.api_token_file),
+                 "HEALER_WEBHOOK_TOKEN": (self.webhook_token, self.webhook_token_file)}
+        for env, (value, path) in pairs.items():
+            where = env if value is not None and value.get_secret_value() else f"{env}_FILE {path}"
+            try:
+                token = self._secret(value, path)
+            except OSError as exc:
+                raise TokenConfigError(f"{where} cannot be read: {exc.strerror or exc}") from None
+            if token is not None:
+                name, roles = SHORTHANDS[env]
+                creds.append(credential(token, name, roles, where))
+                secrets.append(token)
+        return TokenTable.build(creds, allow_anonymous=self.insecure_no_auth, secrets=secrets)
 

@@ -14,24 +14,25 @@ requests, and one consumer that folds the audit topic for the approvals view.
 Both start lazily and are recreated after a failure, so the API recovers by
 itself when the broker comes back.
 
-Auth: every state-changing endpoint needs ``Authorization: Bearer <token>``,
-compared in constant time. Approvals need the API token and answer 403 when
-none is configured (a safe default); the alerts webhook needs the webhook
-token (which falls back to the API token) and is open when neither is set.
-Every refused state-changing request is audited as ``event.rejected``; the
-presented token is never logged or audited.
+Auth: every state-changing endpoint calls :meth:`Api.authorize` with the role
+it needs (``healer.identity``: ingest, approve, operate, admin); the bearer
+token names an identity and the audited actor is ``user:<identity>``, never
+what the body says. Every refused state-changing request is audited as
+``event.rejected`` through the refusal rate limit (``healer.refusals``): a
+flood costs a bounded number of audit records. The presented token is never
+logged or audited. Limits: body read deadline (:meth:`Api.read_body`); the
+connection cap and header deadline live in ``streams.listener``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,18 +42,22 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from healer.approvals import TERMINAL, Approval, ApprovalError, check_decidable, fold
-from healer.audit import for_event
+from healer.audit import AuditEntry, for_event
+from healer.identity import Identity, Refusal, Role, TokenTable
+from healer.identity import authorize as may_call
 from healer.ingest import MAX_RECORD_BYTES, Rejected, decode_json, parse_alerts, partition_key
 from healer.logs import redact
 from healer.models import EventRef
+from healer.refusals import RefusalRule, RefusalState, Summary, admit, close, flush_all
 from streams.client import security
 from streams.codec import dumps
+from streams.listener import LINGER_S, GuardedSite, HttpLimits
 from streams.openapi import document
 from streams.remote_write import RemoteWrite
 
 if TYPE_CHECKING:
+    from healer.settings import Settings
     from streams.app import HealerApp
-    from streams.metrics import Metrics
 
 log = logging.getLogger("healer.http")
 
@@ -60,9 +65,10 @@ PUBLISH_TIMEOUT = 10.0  # seconds for the broker to ack an accepted request
 AUDIT_TIMEOUT = 3.0  # seconds for the audit entry of a refused request
 BROKER_CHECK_INTERVAL = 5.0
 ACTION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
-MAX_ACTOR = 200
 MAX_REASON = 2000
 APPROVAL_KINDS = {"action.pending_approval", *TERMINAL}
+REASON_KIND_RE = re.compile(r"[A-Za-z0-9 -]{1,60}")
+REFUSAL_FLUSH_INTERVAL = 1.0  # seconds between checks whether a refusal window has ended
 
 API_KEY: web.AppKey[Api] = web.AppKey("api")  # the Api behind an application (tests use it)
 
@@ -280,8 +286,22 @@ def bearer_token(request: web.Request) -> str | None:
     return value.strip()
 
 
-def token_matches(presented: str, expected: str) -> bool:
-    return hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8"))
+def limits_from(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        header_timeout=settings.seconds("http_header_timeout"), idle_timeout=settings.seconds("http_idle_timeout"),
+        body_timeout=settings.seconds("http_body_timeout"), max_connections=settings.http_max_connections,
+    )
+
+
+def _reason_kind(reason: str) -> str:
+    """The fixed leading words of an ingest rejection ("schema", "not JSON"): a bounded audit reason."""
+    m = REASON_KIND_RE.match(reason)
+    return m.group(0).strip() if m else "invalid"
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
 
 
 class Api:
@@ -291,60 +311,129 @@ class Api:
         self.healer = healer
         self.names = healer.names
         self.metrics = healer.metrics
-        self.api_token, self.webhook_token = healer.settings.api_tokens()
-        redact(self.api_token, self.webhook_token)
+        settings = healer.settings
+        self.tokens: TokenTable = settings.token_table()
+        redact(*self.tokens.secrets)
+        self.limits = limits_from(settings)
+        self.refusal_rule: RefusalRule = settings.refusal_rule()
+        self.refusals = RefusalState()
+        self.site: GuardedSite | None = None  # set by start(); in-process tests serve without it
         self.publisher = Publisher(healer.bootstrap, publish_timeout)
         self.view = ApprovalView(healer.bootstrap, healer.names.audit)
         self.broker = BrokerCheck(healer.bootstrap)
-        if self.api_token is None:
-            log.warning("no API token configured: the approvals API refuses every decision (403); "
-                        "set HEALER_API_TOKEN or HEALER_API_TOKEN_FILE")
-        if self.webhook_token is None:
-            log.warning("no webhook token configured: POST /api/v1/alerts accepts unauthenticated requests")
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flusher: asyncio.Task[None] | None = None
+        who = ", ".join(f"{i.name} ({'+'.join(sorted(i.roles))})" for i in self.tokens.identities())
+        log.info("HTTP identities: %s", who or "none")
+        if self.tokens.allow_anonymous:
+            log.warning("insecure_no_auth: POST /api/v1/alerts accepts requests without a token "
+                        "(audited as user:anonymous); approvals still need a token")
 
     # ------------------------------------------------------------ auth + audit
 
+    async def authorize(
+        self, request: web.Request, role: Role, what: str | None = None, action_id: str | None = None,
+    ) -> Identity | web.Response:
+        """The caller's identity when it holds ``role``; else the (audited) 401/403 answer to return.
+
+        ``what`` names the attempt in the audit reason (default: method and route).
+        """
+        got = may_call(self.tokens, bearer_token(request), role, what or f"{request.method} {_route(request)}")
+        if isinstance(got, Refusal):
+            return await self.refuse(request, got.status, got.message, got.reason, action_id, got.identity)
+        return got
+
     async def refuse(
         self, request: web.Request, status: int, message: str, reason: str, action_id: str | None = None,
+        identity: Identity | None = None, close_connection: bool = False,
     ) -> web.Response:
-        """Answer 401/403 and audit the attempt as ``event.rejected`` (never the token)."""
-        detail: dict[str, Any] = {
-            "http": {"method": request.method, "path": request.path[:300], "status": status},
-            "remote": request.remote,
-        }
+        """Answer a refused state-changing request and audit it as ``event.rejected`` (never the token).
+
+        ``reason`` must come from a small set (fixed text, configured identity names): the refusal
+        rate limit counts by it. The first refusals of a window are audited one by one, before
+        the answer; later ones only in the window's aggregated entry.
+        """
+        remote = request.remote
+        if self._admit(reason, remote):
+            detail: dict[str, Any] = {
+                "http": {"method": request.method, "path": request.path[:300], "status": status},
+                "remote": remote,
+            }
+            entry = self._rejected(reason, detail, action_id, identity)
+            log.warning("refused %s %s: %s", request.method, request.path[:300], reason,
+                        extra={"action_id": entry.action_id, "event_id": entry.event.id if entry.event else None})
+            await self._audit(entry)
+        headers = {"WWW-Authenticate": 'Bearer realm="healer"'} if status == 401 else None
+        resp = web.json_response({"error": message}, status=status, headers=headers)
+        if close_connection:
+            resp.force_close()
+        return resp
+
+    def connection_closed(self, kind: str, reason: str, remote: str | None) -> None:
+        """The listener refused or closed a connection (streams.listener): count and audit it."""
+        self.metrics.http_connections_closed.labels(reason=kind).inc()
+        if self._admit(reason, remote):
+            log.warning("%s (remote %s)", reason, remote)
+            self._spawn(self._audit(self._rejected(reason, {"remote": remote}, None, None)))
+
+    def _admit(self, reason: str, remote: str | None) -> bool:
+        self.refusals, audit_now, summary = admit(self.refusals, self.refusal_rule, _now(), reason, remote)
+        if summary is not None:
+            self._spawn(self._audit_summary(summary))
+        return audit_now
+
+    def _rejected(self, reason: str, detail: dict[str, Any], action_id: str | None,
+                  identity: Identity | None) -> AuditEntry:
         entry = for_event("event.rejected", EventRef(id=f"http:{uuid.uuid4().hex}"), _now(),
                           reason=reason, detail=detail)
+        update: dict[str, Any] = {}
         if action_id and ACTION_ID_RE.match(action_id):
-            entry = entry.model_copy(update={"action_id": action_id})  # so `audit show ID` has it
-        log.warning("refused %s %s: %s", request.method, request.path[:300], reason,
-                    extra={"action_id": entry.action_id, "event_id": entry.event.id if entry.event else None})
+            update["action_id"] = action_id  # so `audit show ID` has it
+        if identity is not None:
+            update["actor"] = identity.actor
+        return entry.model_copy(update=update) if update else entry
+
+    async def _audit(self, entry: AuditEntry) -> None:
         try:
             await self.publisher.send(self.names.audit_log, [(entry.routing_key().encode(), dumps(entry.body()))],
                                       timeout=AUDIT_TIMEOUT)
         except BrokerUnavailable as exc:
-            log.error("could not audit a refused request (%s): %s", reason, exc)
-        headers = {"WWW-Authenticate": 'Bearer realm="healer"'} if status == 401 else None
-        return web.json_response({"error": message}, status=status, headers=headers)
+            log.error("could not audit a refused request (%s): %s", entry.reason, exc)
 
-    async def authorize(
-        self, request: web.Request, token: str | None, what: str, action_id: str | None = None,
-        required: bool = True,
-    ) -> web.Response | None:
-        """None when allowed; else the (audited) refusal to return."""
-        if token is None:
-            if not required:
-                return None
-            return await self.refuse(request, 403, "API token not configured: set HEALER_API_TOKEN "
-                                     "or HEALER_API_TOKEN_FILE on the worker",
-                                     f"{what} attempt refused: API token not configured", action_id)
-        presented = bearer_token(request)
-        if presented is None:
-            return await self.refuse(request, 401, "missing bearer token",
-                                     f"unauthenticated {what} attempt", action_id)
-        if not token_matches(presented, token):
-            return await self.refuse(request, 401, "invalid bearer token",
-                                     f"{what} attempt with an invalid token", action_id)
-        return None
+    async def _audit_summary(self, summary: Summary) -> None:
+        log.warning("%s: by reason %s, by remote %s", summary.reason(), dict(summary.by_reason),
+                    dict(summary.by_remote))
+        await self._audit(for_event("event.rejected", EventRef(id=f"http:refusals:{uuid.uuid4().hex}"), _now(),
+                                    reason=summary.reason(), detail=summary.detail()))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush_refusals(self) -> None:
+        while True:
+            await asyncio.sleep(REFUSAL_FLUSH_INTERVAL)
+            self.refusals, summary = close(self.refusals, self.refusal_rule, _now())
+            if summary is not None:
+                self._spawn(self._audit_summary(summary))
+
+    async def read_body(
+        self, request: web.Request, identity: Identity | None = None, action_id: str | None = None,
+    ) -> bytes | web.Response:
+        """The request body, received within ``http_body_timeout`` and at most ``client_max_size``;
+        else the (audited) 408 or 413 answer to return (a 408 also closes the connection)."""
+        limit = self.limits.body_timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await request.read()
+        except TimeoutError:
+            return await self.refuse(request, 408, f"request body not received within {limit:g}s",
+                                     f"request body not received within {limit:g}s (http_body_timeout)",
+                                     action_id, identity, close_connection=True)
+        except web.HTTPRequestEntityTooLarge:
+            return await self.refuse(request, 413, f"body larger than {request.client_max_size} bytes",
+                                     "request body too large", action_id, identity, close_connection=True)
 
     # ------------------------------------------------------------ health
 
@@ -373,16 +462,18 @@ class Api:
     # ------------------------------------------------------------ alerts
 
     async def alerts(self, request: web.Request) -> web.Response:
-        refused = await self.authorize(request, self.webhook_token, "alert webhook", required=False)
-        if refused is not None:
-            return refused
-        raw = await request.read()
+        who = await self.authorize(request, "ingest", "alert webhook")
+        if isinstance(who, web.Response):
+            return who
+        raw = await self.read_body(request, who)
+        if isinstance(raw, web.Response):
+            return raw
         data = decode_json(raw)
-        if isinstance(data, Rejected):
-            return _error(413 if data.reason.startswith("oversize") else 400, data.reason)
-        alerts = parse_alerts(data)
+        alerts = data if isinstance(data, Rejected) else parse_alerts(data)
         if isinstance(alerts, Rejected):
-            return _error(400, alerts.reason)
+            status = 413 if alerts.reason.startswith("oversize") else 400
+            return await self.refuse(request, status, alerts.reason,
+                                     f"alert webhook payload refused: {_reason_kind(alerts.reason)}", identity=who)
         records = split_by_target(raw, data, [a.labels for a in alerts])
         try:
             await self.publisher.send(self.names.alerts, records)
@@ -403,27 +494,33 @@ class Api:
         return web.json_response({"approvals": rows})
 
     async def decide(self, request: web.Request) -> web.Response:
+        """Approve or deny as the token's identity; an ``actor`` in the body is ignored."""
         action_id = request.match_info["action_id"]
         decision = request.match_info["decision"]
-        refused = await self.authorize(request, self.api_token, decision, action_id)
-        if refused is not None:
-            return refused
-        if not ACTION_ID_RE.match(action_id):
-            return _error(400, "action_id must be 1-200 characters of A-Z a-z 0-9 . _ : -")
-        raw = await request.read()
+        aid = action_id if ACTION_ID_RE.match(action_id) else None
+        who = await self.authorize(request, "approve", decision, aid)
+        if isinstance(who, web.Response):
+            return who
+
+        async def bad(status: int, message: str, why: str) -> web.Response:
+            return await self.refuse(request, status, message, f"{decision} refused: {why}", aid, who)
+
+        if aid is None:
+            return await bad(400, "action_id must be 1-200 characters of A-Z a-z 0-9 . _ : -", "malformed action id")
+        raw = await self.read_body(request, who, aid)
+        if isinstance(raw, web.Response):
+            return raw
         try:
             body = json.loads(raw) if raw.strip() else {}
         except (ValueError, RecursionError):
-            return _error(400, "body must be a JSON object: {\"actor\": ..., \"reason\": ...}")
+            body = None
         if not isinstance(body, dict):
-            return _error(400, "body must be a JSON object: {\"actor\": ..., \"reason\": ...}")
-        actor, reason = body.get("actor"), body.get("reason")
-        if not isinstance(actor, str) or not actor.strip() or len(actor) > MAX_ACTOR:
-            return _error(400, f"actor is required: who decides (a string of 1-{MAX_ACTOR} characters)")
+            return await bad(400, "body must be a JSON object: {\"reason\": ...}", "body is not a JSON object")
+        reason = body.get("reason")
         if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):
-            return _error(400, f"reason must be a string of at most {MAX_REASON} characters")
+            return await bad(400, f"reason must be a string of at most {MAX_REASON} characters", "bad reason")
         if decision == "deny" and not (reason or "").strip():
-            return _error(400, "reason is required to deny")
+            return await bad(400, "reason is required to deny", "no reason given")
         try:
             approvals = await self.view.sync()
         except BrokerUnavailable as exc:
@@ -431,21 +528,35 @@ class Api:
         try:
             check_decidable(approvals, action_id)
         except ApprovalError as exc:
-            return _error(404 if action_id not in approvals else 409, str(exc))
-        msg = {"action_id": action_id, "decision": decision, "actor": actor.strip(), "reason": reason or None}
+            if action_id not in approvals:
+                return await bad(404, str(exc), "no such approval")
+            return await bad(409, str(exc), "already decided")
+        # the approvals topic carries the bare identity; the worker audits it as user:<identity>
+        msg = {"action_id": action_id, "decision": decision, "actor": who.name, "reason": reason or None}
         try:
             await self.publisher.send(self.names.approvals, [(action_id.encode(), dumps(msg))])
         except BrokerUnavailable as exc:
             return _error(503, str(exc))
-        log.info("%s sent by %s", decision, msg["actor"], extra={"action_id": action_id})
-        return web.json_response({**msg, "status": "sent"}, status=202)
+        log.info("%s sent by %s", decision, who.actor, extra={"action_id": action_id})
+        return web.json_response({**msg, "actor": who.actor, "status": "sent"}, status=202)
 
     # ------------------------------------------------------------ lifecycle
 
     async def on_startup(self, app: web.Application) -> None:
         self.broker.start()
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_refusals())
 
     async def on_cleanup(self, app: web.Application) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        summary = flush_all(self.refusals, self.refusal_rule)
+        self.refusals = RefusalState()
+        if summary is not None:
+            self._spawn(self._audit_summary(summary))
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.broker.stop()
         await self.view.close()
         await self.publisher.close()
@@ -468,13 +579,14 @@ def split_by_target(raw: bytes, data: Any, labels: list[dict[str, str]]) -> list
     return [(key, dumps({**data, "alerts": alerts})) for key, alerts in groups.items()]
 
 
-def _counting(metrics: Metrics) -> Middleware:
+def _counting(api: Api) -> Middleware:
+    metrics = api.metrics
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        route = "unmatched"
-        info = request.match_info
-        if info.route.resource is not None:
-            route = info.route.resource.canonical
+        if api.site is not None:
+            api.site.request_started(request.transport)  # headers are in: the header deadline is met
+        route = _route(request)
         try:
             resp = await handler(request)
         except web.HTTPException as exc:
@@ -492,7 +604,7 @@ def _counting(metrics: Metrics) -> Middleware:
 
 def build(healer: HealerApp, publish_timeout: float = PUBLISH_TIMEOUT) -> web.Application:
     api = Api(healer, publish_timeout)
-    app = web.Application(client_max_size=MAX_RECORD_BYTES, middlewares=[_counting(api.metrics)])
+    app = web.Application(client_max_size=MAX_RECORD_BYTES, middlewares=[_counting(api)])
     app[API_KEY] = api
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
@@ -508,9 +620,19 @@ def build(healer: HealerApp, publish_timeout: float = PUBLISH_TIMEOUT) -> web.Ap
 
 
 async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None)
+    """Serve ``app`` on host:port with the limits of its settings (streams.listener)."""
+    api = app[API_KEY]
+    limits = api.limits
+    # keepalive_timeout: a kept-alive connection idle this long (or slow to send the next
+    # request's headers) is closed; the first request is held to the header deadline.
+    # lingering_time: the unread rest of a refused request's body is discarded for at most
+    # LINGER_S (so the client reads the answer, not a reset), then the connection closes
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.idle_timeout, lingering_time=LINGER_S)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = GuardedSite(runner, host, port, limits, api.connection_closed)
     await site.start()
-    log.info("http listening on %s:%s", host, port)
+    api.site = site
+    log.info("http listening on %s:%s (at most %d connections; timeouts: headers %gs, idle %gs, body %gs)",
+             host, site.port, limits.max_connections, limits.header_timeout, limits.idle_timeout,
+             limits.body_timeout)
     return runner

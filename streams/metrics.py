@@ -103,6 +103,11 @@ class Metrics:
             "healer_http_requests", "HTTP API requests by route and status code",
             ["route", "code"], registry=r,
         )
+        self.http_connections_closed = Counter(
+            "healer_http_connections_closed", "HTTP connections the worker refused (reason limit) or "
+            "closed before a request arrived (reason header_timeout); streams.listener",
+            ["reason"], registry=r,
+        )
 
     # ------------------------------------------------------------ agent helpers
 

@@ -30,15 +30,19 @@ def _err(description: str) -> dict[str, Any]:
 
 _UNAVAILABLE = _err("Kafka did not answer or ack in time; retry later (Alertmanager does)")
 _UNAUTHORIZED = _err("missing or invalid bearer token (the attempt is audited as event.rejected)")
+_FORBIDDEN = _err("the token's identity lacks the role this needs (audited)")
+_TIMEOUT = _err("the request body did not arrive within http_body_timeout (the connection is closed)")
 
 _DECISION_RESPONSES: dict[str, Any] = {
     "202": _json("DecisionSent", "the decision was produced to {app}.approvals and acked; "
                  "the worker applies it and audits action.approved/denied"),
     "400": _err("invalid body or action id"),
     "401": _UNAUTHORIZED,
-    "403": _err("no API token is configured on the worker: decisions are refused (audited)"),
+    "403": _err("the token's identity lacks role approve (audited)"),
     "404": _err("no approval was ever requested for this action id"),
+    "408": _TIMEOUT,
     "409": _err("the action is already approved, denied or expired"),
+    "413": _err("body larger than 1 MiB"),
     "503": _UNAVAILABLE,
 }
 
@@ -110,7 +114,7 @@ _DOC: dict[str, Any] = {
                     "name several targets is split into one record per target key."
                 ),
                 "operationId": "postAlerts",
-                "security": [{"bearer": []}, {}],
+                "security": [{"bearer": []}],
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": {"oneOf": [
@@ -122,6 +126,8 @@ _DOC: dict[str, Any] = {
                     "200": _json("Accepted", "acked by the broker"),
                     "400": _err("not JSON or not an Alertmanager v4 payload / alert object; not retried"),
                     "401": _UNAUTHORIZED,
+                    "403": _FORBIDDEN,
+                    "408": _TIMEOUT,
                     "413": _err("larger than 1 MiB"),
                     "503": _UNAVAILABLE,
                 },
@@ -194,8 +200,9 @@ _DOC: dict[str, Any] = {
     "components": {
         "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",
-                       "description": "HEALER_API_TOKEN(_FILE); the ingest endpoints (alerts, write) may use "
-                                      "HEALER_WEBHOOK_TOKEN(_FILE)"},
+                       "description": "a token of an identity with the role the endpoint needs: ingest "
+                                      "(alerts, write), approve (approve/deny), admin (all); HEALER_TOKENS_FILE, "
+                                      "HEALER_WEBHOOK_TOKEN(_FILE) (ingest), HEALER_API_TOKEN(_FILE) (approve)"},
         },
         "schemas": {
             "Error": _ERROR,
@@ -279,17 +286,18 @@ _DOC: dict[str, Any] = {
                 "properties": {"approvals": {"type": "array", "items": {"$ref": "#/components/schemas/Approval"}}},
             },
             "ApproveBody": {
-                "type": "object", "required": ["actor"],
+                "type": "object",
                 "properties": {
-                    "actor": {"type": "string", "minLength": 1, "maxLength": 200,
-                              "description": "who decides; audited as user:ACTOR"},
+                    "actor": {"type": "string", "deprecated": True,
+                              "description": "ignored: the actor is the token's identity (user:IDENTITY)"},
                     "reason": {"type": "string", "maxLength": 2000},
                 },
             },
             "DenyBody": {
-                "type": "object", "required": ["actor", "reason"],
+                "type": "object", "required": ["reason"],
                 "properties": {
-                    "actor": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "actor": {"type": "string", "deprecated": True,
+                              "description": "ignored: the actor is the token's identity (user:IDENTITY)"},
                     "reason": {"type": "string", "minLength": 1, "maxLength": 2000},
                 },
             },
@@ -298,7 +306,7 @@ _DOC: dict[str, Any] = {
                 "properties": {
                     "action_id": {"type": "string"},
                     "decision": {"type": "string", "enum": ["approve", "deny"]},
-                    "actor": {"type": "string"},
+                    "actor": {"type": "string", "description": "the audited actor: user:IDENTITY of the token"},
                     "reason": {"type": "string", "nullable": True},
                     "status": {"type": "string", "enum": ["sent"]},
                 },

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from healer import remote_write as core
+from healer.identity import Identity
 from healer.ingest import Rejected
 from streams import client
 
@@ -104,19 +105,26 @@ class RemoteWrite:
 
     async def handle(self, request: web.Request) -> web.Response:
         api = self.api
-        refused = await api.authorize(request, api.webhook_token, "remote write", required=False)
-        if refused is not None:
-            return refused
+        who = await api.authorize(request, "ingest", "remote write")
+        if isinstance(who, web.Response):
+            return who
         why = unsupported(request)
         if why is not None:
-            return await self.refuse(request, 415, why)
-        body = await read_body(request, core.MAX_BODY_BYTES)
+            return await self.refuse(request, 415, why, who)
+        limit = api.limits.body_timeout
+        try:
+            async with asyncio.timeout(limit):
+                body = await read_body(request, core.MAX_BODY_BYTES)
+        except TimeoutError:
+            return await api.refuse(request, 408, f"request body not received within {limit:g}s",
+                                    f"request body not received within {limit:g}s (http_body_timeout)",
+                                    None, who, close_connection=True)
         if body is None:
             return await self.refuse(request, 400, f"oversize: body is larger than {core.MAX_BODY_BYTES} "
-                                     "bytes (compressed); lower max_samples_per_send on the sender")
+                                     "bytes (compressed); lower max_samples_per_send on the sender", who)
         sel = await asyncio.to_thread(core.select, body, api.healer.policies)
         if isinstance(sel, Rejected):
-            return await self.refuse(request, 400, sel.reason)
+            return await self.refuse(request, 400, sel.reason, who)
         records: list[core.Record] = []
         if sel.kept:
             try:
@@ -144,6 +152,9 @@ class RemoteWrite:
         self.api.metrics.remote_write(counts, 0)
         return web.json_response({"error": f"not accepted: {reason}"}, status=503, headers={"Retry-After": "5"})
 
-    async def refuse(self, request: web.Request, status: int, reason: str) -> web.Response:
-        """A body or headers healer cannot use: answered, audited as ``event.rejected``."""
-        return await self.api.refuse(request, status, reason, f"remote write refused: {reason[:300]}")
+    async def refuse(self, request: web.Request, status: int, reason: str, who: Identity) -> web.Response:
+        """A body or headers healer cannot use: answered with ``reason``, audited as
+        ``event.rejected`` under its category (the text before the first colon: the refusal
+        rate limit counts by audit reason, so it must come from a small set)."""
+        category = reason.split(":", 1)[0][:80]
+        return await self.api.refuse(request, status, reason, f"remote write refused: {category}", None, who)

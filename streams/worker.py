@@ -1,7 +1,8 @@
 """Run one worker process: load settings and policies, start HTTP, run Faust.
 
 Called by ``healer run``. Exits 1 with the load errors when policies are
-invalid; stops cleanly on SIGTERM/SIGINT.
+invalid, and when no API token is configured (unless ``insecure_no_auth``)
+or the tokens do not load; stops cleanly on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from actions.noop import NoopExecutor
 from actions.registry import ExecutorRegistry
 from healer import logs
+from healer.identity import TokenConfigError, startup_problem
 from healer.index import PolicySet
 from healer.settings import Settings
 from streams import http
@@ -110,8 +112,22 @@ def loop_time() -> float:
     return asyncio.get_event_loop().time()
 
 
+def auth_problem(settings: Settings) -> str | None:
+    """Why this worker must not start serving HTTP (no tokens, unreadable tokens); None: it may."""
+    try:
+        table = settings.token_table()
+    except TokenConfigError as exc:
+        return f"API tokens do not load: {exc}"
+    return startup_problem(table)
+
+
 def run(settings: Settings, policies: PolicySet) -> int:
     import faust
+
+    problem = auth_problem(settings)
+    if problem is not None:
+        print(f"healer: {problem}", file=sys.stderr, flush=True)
+        return 1
 
     log_format = logs.choose_format()
     logs.configure(settings.log_level, log_format)

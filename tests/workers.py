@@ -4,14 +4,24 @@
 ``python -m healer.cli.main run`` as a subprocess, waits for /readyz and
 returns a handle whose ``kill()`` sends SIGKILL (crash tests) and ``stop()``
 SIGTERM. Every worker is stopped at the end of the test.
+
+Auth is real: the factory writes a tokens file (HEALER_TOKENS_FILE) with one
+identity per role and random tokens, stored as digests for two of them and
+as literal tokens for the others, so both forms are exercised. A test calls
+the API with ``worker.tokens["approve"]``; the audited actor is then
+``f"user:{worker.identities['approve']}"``. ``start(..., tokens=False)`` starts
+a worker without it (the caller passes its own token settings, or expects
+the start to fail).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -19,7 +29,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +37,26 @@ from typing import Any
 import pytest
 
 from streams.client import OutRecord, produce
+
+# role -> identity of the factory's tokens file
+IDENTITIES = {"ingest": "test-alertmanager", "approve": "test-approver", "operate": "test-operator",
+              "admin": "test-admin"}
+DIGESTED = ("ingest", "approve")  # written as sha256 digests; the others as literal tokens
+
+
+def write_tokens_file(path: Path) -> dict[str, str]:
+    """A tokens file with one identity per role; returns role -> token."""
+    tokens = {role: secrets.token_hex(16) for role in IDENTITIES}
+    lines = ["tokens:"]
+    for role, name in IDENTITIES.items():
+        if role in DIGESTED:
+            secret = f"digest: sha256:{hashlib.sha256(tokens[role].encode()).hexdigest()}"
+        else:
+            secret = f"token: '{tokens[role]}'"
+        lines.append(f"  - {{identity: {name}, roles: [{role}], {secret}}}")
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return tokens
 
 
 def free_port() -> int:
@@ -41,6 +71,8 @@ class Worker:
     http_port: int
     log_path: Path
     app_id: str
+    tokens: dict[str, str] = field(default_factory=dict)  # role -> bearer token
+    identities: dict[str, str] = field(default_factory=dict)  # role -> identity name
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.http_port}{path}"
@@ -97,19 +129,28 @@ class WorkerFactory:
 
     def start(
         self, policies: Path | str, app_id: str, wait: bool = True, partitions: int = 3,
-        **env: str,
+        tokens: bool = True, args: Sequence[str] = (), **env: str,
     ) -> Worker:
         port = free_port()
         n = len(self.workers)
         log_path = self.tmp / f"worker-{app_id}-{n}.log"
         data_dir = self.tmp / f"data-{n}"
+        auth: dict[str, str] = {}
+        token_of: dict[str, str] = {}
+        if tokens:
+            tokens_file = self.tmp / f"tokens-{n}.yaml"
+            token_of = write_tokens_file(tokens_file)
+            auth["HEALER_TOKENS_FILE"] = str(tokens_file)
+        inherited = {k: v for k, v in os.environ.items()
+                     if not k.startswith(("HEALER_TOKENS_FILE", "HEALER_API_TOKEN", "HEALER_WEBHOOK_TOKEN",
+                                          "HEALER_INSECURE_NO_AUTH", "HEALER_HTTP_HOST"))}
         full_env = {
-            **os.environ,
+            **inherited,
+            **auth,
             "HEALER_BOOTSTRAP_SERVERS": self.bootstrap,
             "HEALER_APP_ID": app_id,
             "HEALER_POLICIES": str(policies),
-            "HEALER_HTTP_PORT": str(port),
-            "HEALER_HTTP_HOST": "127.0.0.1",
+            "HEALER_HTTP_PORT": str(port),  # the host is the default: loopback
             "HEALER_DATA_DIR": str(data_dir),
             "HEALER_TOPIC_PARTITIONS": str(partitions),
             "PYTHONUNBUFFERED": "1",
@@ -117,10 +158,10 @@ class WorkerFactory:
         }
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "healer.cli.main", "run"],
+                [sys.executable, "-m", "healer.cli.main", "run", *args],
                 env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        w = Worker(proc, port, log_path, app_id)
+        w = Worker(proc, port, log_path, app_id, token_of, dict(IDENTITIES) if tokens else {})
         self.workers.append(w)
         if wait:
             w.wait_ready()

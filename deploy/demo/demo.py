@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -86,6 +87,8 @@ def main() -> int:
     port = free_port()
     env = {**os.environ, "HEALER_BOOTSTRAP_SERVERS": bootstrap, "HEALER_APP_ID": app_id,
            "HEALER_DATA_DIR": str(work / "data"), "HEALER_HTTP_HOST": "127.0.0.1"}
+    # a worker refuses to start without API tokens: one for the webhook, one for approvals
+    env.update(HEALER_WEBHOOK_TOKEN=secrets.token_hex(32), HEALER_API_TOKEN=secrets.token_hex(32))
     worker = None
     try:
         say(f"starting a healer worker (app id {app_id}, policies {shown(args.policies)}, http :{port})")

@@ -16,6 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--http-port", type=int, help="HTTP port (default 8080; 0 picks a free one)")
     p.add_argument("--partitions", type=int, help="partitions of topics healer creates (default 6)")
     p.add_argument("--log-level", default=None, help="worker log level (default INFO)")
+    p.add_argument("--insecure-no-auth", action="store_true", default=None,
+                   help="start without any API token: POST /api/v1/alerts then accepts unauthenticated "
+                        "requests (approvals stay closed); env HEALER_INSECURE_NO_AUTH")
     p.set_defaults(func=run)
 
 
@@ -29,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         topic_partitions=args.partitions,
         log_level=args.log_level,
+        insecure_no_auth=args.insecure_no_auth,
     )
     try:
         policies = load_policy_set(settings.policies)

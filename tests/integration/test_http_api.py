@@ -3,9 +3,9 @@ running) against a real broker, a stopped broker and a closed port.
 
 Covers what needs no running agents: webhook -> Kafka with acks, per-target
 split, 400/413 on bad payloads, 503 when the broker is down or does not ack
-(and recovery when it comes back), 403 + audit when no API token is
-configured, /healthz before and after the first broker check, /metrics and
-the OpenAPI document. Full flows with a worker process live in
+(and recovery when it comes back, with --insecure-no-auth's anonymous
+ingest), 403 + audit when the webhook token tries to decide, /healthz before
+and after the first broker check, /metrics and the OpenAPI document. Full flows with a worker process live in
 test_http_worker.py.
 """
 
@@ -38,6 +38,9 @@ from streams.client import ensure_topics
 from tests.workers import free_port, read_until
 
 pytestmark = pytest.mark.integration
+
+HOOK = "hook-token-0123456789abcdef"
+API = "api-token-0123456789abcdef"
 
 POLICY = """
 apiVersion: healer/v1
@@ -110,26 +113,27 @@ def test_webhook_lands_on_kafka_split_by_target_and_rejects_bad_payloads(
     kafka_bootstrap: str, unique_app_id: str, tmp_path: Path
 ) -> None:
     app = unique_app_id
-    healer = make_healer(tmp_path, app, kafka_bootstrap)
+    healer = make_healer(tmp_path, app, kafka_bootstrap, webhook_token=HOOK)
     asyncio.run(ensure_topics(kafka_bootstrap, healer.topic_layout()))
     single = json.dumps(am_payload("vllm-a")).encode()
     multi = am_payload("vllm-b", "vllm-c", "vllm-b")
 
     async def go() -> None:
         async with serve(healer) as base, aiohttp.ClientSession() as s:
-            assert await post(s, f"{base}/api/v1/alerts", None, raw=single) == (
+            url = f"{base}/api/v1/alerts"
+            assert await post(s, url, None, token=HOOK, raw=single) == (
                 200, {"status": "accepted", "alerts": 1, "records": 1})
-            code, body = await post(s, f"{base}/api/v1/alerts", multi)
+            code, body = await post(s, url, multi, token=HOOK)
             assert (code, body["records"], body["alerts"]) == (200, 2, 3)
-            code, body = await post(s, f"{base}/api/v1/alerts", {**multi, "version": "3"})
+            code, body = await post(s, url, {**multi, "version": "3"}, token=HOOK)
             assert code == 400 and "unsupported Alertmanager payload version" in body["error"]
-            code, body = await post(s, f"{base}/api/v1/alerts", None, raw=b"{not json")
+            code, body = await post(s, url, None, token=HOOK, raw=b"{not json")
             assert code == 400 and body["error"].startswith("not JSON")
-            code, body = await post(s, f"{base}/api/v1/alerts", {"labels": {"alertname": 5}})
+            code, body = await post(s, url, {"labels": {"alertname": 5}}, token=HOOK)
             assert code == 400 and body["error"].startswith("schema:")
-            async with s.post(f"{base}/api/v1/alerts", data=b"x" * (2 * 1024 * 1024)) as r:
-                assert r.status == 413
-            # no webhook token configured: the webhook is open, decisions are not (403)
+            code, body = await post(s, url, None, token=HOOK, raw=b"x" * (2 * 1024 * 1024))
+            assert code == 413
+            assert (await post(s, url, multi))[0] == 401  # no token
             async with s.get(f"{base}/api/v1/openapi.json") as r:
                 doc = await r.json()
                 assert doc["openapi"].startswith("3.") and "/api/v1/alerts" in doc["paths"]
@@ -163,37 +167,72 @@ def test_webhook_lands_on_kafka_split_by_target_and_rejects_bad_payloads(
                                                         multi["alerts"][2]["fingerprint"]]
     assert [x["labels"]["deployment"] for x in c["alerts"]] == ["vllm-c"]
     assert b["version"] == c["version"] == "4" and b["groupKey"] == multi["groupKey"]
+    # every refused payload is audited (under the refusal rate limit), as the webhook identity
+    audit = read_until(kafka_bootstrap, f"{app}.audit-log", lambda r: len(r) >= 5, timeout=30)
+    assert sorted((r["reason"], r["actor"], r["detail"]["http"]["status"]) for r in audit) == [
+        ("alert webhook payload refused: not JSON", "user:webhook", 400),
+        ("alert webhook payload refused: schema", "user:webhook", 400),
+        ("alert webhook payload refused: unsupported Alertmanager payload version", "user:webhook", 400),
+        ("request body too large", "user:webhook", 413),
+        ("unauthenticated alert webhook attempt", "healer", 401),
+    ]
 
 
-def test_no_api_token_refuses_decisions_with_403_and_audits(
+def test_webhook_token_cannot_decide_403_and_audits(
     kafka_bootstrap: str, unique_app_id: str, tmp_path: Path
 ) -> None:
     app = unique_app_id
-    healer = make_healer(tmp_path, app, kafka_bootstrap)
+    healer = make_healer(tmp_path, app, kafka_bootstrap, webhook_token=HOOK)  # no identity may approve
     asyncio.run(ensure_topics(kafka_bootstrap, healer.topic_layout()))
 
     async def go() -> None:
         async with serve(healer) as base, aiohttp.ClientSession() as s:
-            code, body = await post(s, f"{base}/api/v1/approvals/a-123/approve", {"actor": "mallory"},
+            code, body = await post(s, f"{base}/api/v1/approvals/a-123/approve", {"actor": "mallory"}, token=HOOK)
+            assert code == 403 and body["error"].startswith("identity webhook may not approve")
+            code, body = await post(s, f"{base}/api/v1/approvals/a-123/deny", {"reason": "x"},
                                     token="anything-at-all")
-            assert code == 403 and body["error"].startswith("API token not configured")
-            code, body = await post(s, f"{base}/api/v1/approvals/a-123/deny", {"actor": "m", "reason": "x"})
-            assert code == 403
+            assert code == 401 and body["error"] == "invalid bearer token"
             async with s.get(f"{base}/api/v1/approvals") as r:
                 assert r.status == 200 and (await r.json()) == {"approvals": []}
 
     asyncio.run(go())
     recs = read_until(kafka_bootstrap, f"{app}.audit-log", lambda r: len(r) >= 2, timeout=30)
-    reasons = sorted(r["reason"] for r in recs if r["kind"] == "event.rejected")
-    assert reasons == ["approve attempt refused: API token not configured",
-                       "deny attempt refused: API token not configured"]
-    assert all(r["action_id"] == "a-123" and r["detail"]["http"]["status"] == 403 for r in recs)
-    assert "anything-at-all" not in json.dumps(recs)
+    got = sorted((r["reason"], r["actor"], r["detail"]["http"]["status"]) for r in recs if r["kind"] == "event.rejected")
+    assert got == [("approve attempt by webhook refused: needs role approve", "user:webhook", 403),
+                   ("deny attempt with an invalid token", "healer", 401)]
+    assert all(r["action_id"] == "a-123" for r in recs)
+    assert "anything-at-all" not in json.dumps(recs) and HOOK not in json.dumps(recs)
+
+
+def test_refusals_beyond_the_burst_are_aggregated_and_flushed_at_shutdown(
+    kafka_bootstrap: str, unique_app_id: str, tmp_path: Path
+) -> None:
+    """The refusal rate limit in the server: 1 refusal audited, 4 counted; the open window's
+    summary is written when the server stops (the window is an hour: no timer ends it)."""
+    app = unique_app_id
+    healer = make_healer(tmp_path, app, kafka_bootstrap, webhook_token=HOOK, http_refusal_burst=1,
+                         http_refusal_window="1h")
+    asyncio.run(ensure_topics(kafka_bootstrap, healer.topic_layout()))
+
+    async def go() -> None:
+        async with serve(healer) as base, aiohttp.ClientSession() as s:
+            for i in range(5):
+                code, _ = await post(s, f"{base}/api/v1/alerts", am_payload("x"), token=f"bad-token-{i:012d}")
+                assert code == 401
+
+    asyncio.run(go())
+    recs = read_until(kafka_bootstrap, f"{app}.audit-log", lambda r: len(r) >= 2, timeout=30)
+    assert [r["reason"] for r in recs] == ["alert webhook attempt with an invalid token",
+                                           "4 more refused requests in 3600s (aggregated)"]
+    counted = recs[1]["detail"]["refusals"]
+    assert (counted["count"], counted["by_reason"], counted["by_remote"]) == (
+        4, {"alert webhook attempt with an invalid token": 4}, {"127.0.0.1": 4})
+    assert "bad-token" not in json.dumps(recs)
 
 
 def test_closed_port_answers_503_and_healthz_reports_it(unique_app_id: str, tmp_path: Path) -> None:
     dead = f"127.0.0.1:{free_port()}"
-    healer = make_healer(tmp_path, unique_app_id, dead, api_token="t0ken-for-closed-port")
+    healer = make_healer(tmp_path, unique_app_id, dead, api_token=API, webhook_token=HOOK)
 
     async def go() -> None:
         app = http.build(healer, publish_timeout=3.0)
@@ -207,12 +246,10 @@ def test_closed_port_answers_503_and_healthz_reports_it(unique_app_id: str, tmp_
         try:
             async with aiohttp.ClientSession() as s:
                 t0 = time.monotonic()
-                code, body = await post(s, f"{base}/api/v1/alerts", am_payload("vllm-a"),
-                                        token="t0ken-for-closed-port")
+                code, body = await post(s, f"{base}/api/v1/alerts", am_payload("vllm-a"), token=HOOK)
                 assert code == 503 and "Kafka" in body["error"]
                 assert time.monotonic() - t0 < 10
-                code, _ = await post(s, f"{base}/api/v1/approvals/a-1/approve", {"actor": "alice"},
-                                     token="t0ken-for-closed-port")
+                code, _ = await post(s, f"{base}/api/v1/approvals/a-1/approve", {}, token=API)
                 assert code == 503
                 async with s.get(f"{base}/api/v1/approvals") as r:
                     assert r.status == 503
@@ -290,7 +327,7 @@ def test_broker_stop_gives_503_then_recovers(
     restartable_kafka: EmbeddedKafka, kafka_bootstrap: str, unique_app_id: str, tmp_path: Path
 ) -> None:
     app = unique_app_id
-    healer = make_healer(tmp_path, app, kafka_bootstrap)
+    healer = make_healer(tmp_path, app, kafka_bootstrap, insecure_no_auth=True)  # anonymous may post alerts
     asyncio.run(ensure_topics(kafka_bootstrap, healer.topic_layout()))
     with ServerThread(healer, publish_timeout=4.0) as srv:
         assert srv.post_alert("before") == 200

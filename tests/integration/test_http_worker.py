@@ -2,10 +2,14 @@
 
 One worker per test (they take seconds to start), many checks each:
 Alertmanager v4 payload -> webhook -> Kafka -> action verified; webhook and
-approvals auth (401 on missing/wrong token, audited as event.rejected, never
-the token); approve through the API end to end; 409/404/400 answers;
+approvals auth through the single-token shorthands (401 on a missing token,
+403 when the token's identity lacks the role: the API token cannot post
+alerts, the webhook token cannot approve; audited as event.rejected, never
+the token); approve through the API end to end, audited as the token's
+identity whatever the body says; 409/404/400 answers (audited too);
 /metrics with non-zero counts after the traffic; JSON logs with action ids
-and no secrets; and schemathesis fuzzing the live OpenAPI document.
+and no secrets; and schemathesis fuzzing the live OpenAPI document with the
+factory's admin token.
 """
 
 from __future__ import annotations
@@ -120,16 +124,18 @@ def test_webhook_auth_approvals_metrics_and_logs(
     app = unique_app_id
     token_file = tmp_path / "api-token"
     token_file.write_text(API_TOKEN + "\n")
-    w = healer_worker.start(policies(tmp_path), app, HEALER_API_TOKEN_FILE=str(token_file),
+    w = healer_worker.start(policies(tmp_path), app, tokens=False, HEALER_API_TOKEN_FILE=str(token_file),
                             HEALER_WEBHOOK_TOKEN=HOOK_TOKEN, HEALER_LOG_FORMAT="json")
 
     assert call(w, "GET", "/healthz")[0] == 200
     code, doc = call(w, "GET", "/api/v1/openapi.json")
     assert code == 200 and doc["openapi"] == "3.0.3"
 
-    # webhook: refused without / with a wrong token (audited), accepted with the webhook token
+    # webhook: refused without a token and with the API token (no role ingest; audited),
+    # accepted with the webhook token
     assert call(w, "POST", "/api/v1/alerts", am_payload("vllm-a"))[0] == 401
-    assert call(w, "POST", "/api/v1/alerts", am_payload("vllm-a"), token=API_TOKEN)[0] == 401
+    code, body = call(w, "POST", "/api/v1/alerts", am_payload("vllm-a"), token=API_TOKEN)
+    assert code == 403 and "needs role ingest" in body["error"]
     code, body = call(w, "POST", "/api/v1/alerts", am_payload("vllm-a", "vllm-b"), token=HOOK_TOKEN)
     assert (code, body) == (200, {"status": "accepted", "alerts": 2, "records": 2})
     code, body = call(w, "POST", "/api/v1/alerts", gpu_alert("gpu-7"), token=HOOK_TOKEN)
@@ -144,7 +150,8 @@ def test_webhook_auth_approvals_metrics_and_logs(
     aid = next(x["action_id"] for x in audit if x["kind"] == "action.pending_approval")
     hook_refusals = sorted(x["reason"] for x in audit if x["kind"] == "event.rejected"
                            and (x.get("detail") or {}).get("http"))
-    assert hook_refusals == ["alert webhook attempt with an invalid token", "unauthenticated alert webhook attempt"]
+    assert hook_refusals == ["alert webhook attempt by api refused: needs role ingest",
+                             "unauthenticated alert webhook attempt"]
 
     # approvals: listed; pending gauge set; refused without / with a wrong token
     code, body = call(w, "GET", "/api/v1/approvals")
@@ -152,33 +159,34 @@ def test_webhook_auth_approvals_metrics_and_logs(
     assert body["approvals"][0]["state"] == "pending" and body["approvals"][0]["target"]["name"] == "gpu-7"
     assert gauge_settles(w, "healer_pending_approvals", 1) == 1
     assert call(w, "POST", f"/api/v1/approvals/{aid}/approve", {"actor": "mallory"})[0] == 401
-    assert call(w, "POST", f"/api/v1/approvals/{aid}/approve", {"actor": "mallory"}, token=HOOK_TOKEN)[0] == 401
+    code, body = call(w, "POST", f"/api/v1/approvals/{aid}/approve", {"actor": "mallory"}, token=HOOK_TOKEN)
+    assert code == 403 and "identity webhook may not approve" in body["error"]  # the receiver cannot approve
     code, body = call(w, "POST", f"/api/v1/approvals/{aid}/deny", {"actor": "bob"}, token=API_TOKEN)
     assert code == 400 and "reason is required" in body["error"]
-    code, body = call(w, "POST", f"/api/v1/approvals/{aid}/approve", {}, token=API_TOKEN)
-    assert code == 400 and "actor is required" in body["error"]
-    code, body = call(w, "POST", "/api/v1/approvals/a-unknown/approve", {"actor": "alice"}, token=API_TOKEN)
+    code, body = call(w, "POST", "/api/v1/approvals/a-unknown/approve", {}, token=API_TOKEN)
     assert code == 404 and "no pending approval" in body["error"]
 
+    # the body's actor is ignored: the decision is the token's identity's (api)
     code, body = call(w, "POST", f"/api/v1/approvals/{aid}/approve",
                       {"actor": "alice", "reason": "driver fixed"}, token=API_TOKEN)
-    assert code == 202 and body["status"] == "sent", body
+    assert code == 202 and body["status"] == "sent" and body["actor"] == "user:api", body
     audit = read_until(kafka_bootstrap, f"{app}.audit",
                        lambda r: any(x["kind"] == "action.verified" and x["action_id"] == aid for x in r), timeout=60)
     kinds = [x["kind"] for x in audit if x.get("action_id") == aid]
-    assert kinds[0] == "action.pending_approval" and kinds.count("event.rejected") == 2
+    assert kinds[0] == "action.pending_approval" and kinds.count("event.rejected") == 3
     assert [k for k in kinds if k.startswith("action.")] == [
         "action.pending_approval", "action.approved", "action.queued", "action.running",
         "action.succeeded", "action.verified"]
     approved = next(x for x in audit if x["kind"] == "action.approved")
-    assert approved["actor"] == "user:alice" and approved["reason"] == "driver fixed"
-    refused = sorted(x["reason"] for x in audit if x["kind"] == "event.rejected" and x.get("action_id") == aid)
-    assert refused == ["approve attempt with an invalid token", "unauthenticated approve attempt"]
+    assert approved["actor"] == "user:api" and approved["reason"] == "driver fixed"
+    refused = {x["reason"]: x["actor"] for x in audit if x["kind"] == "event.rejected" and x.get("action_id") == aid}
+    assert refused == {"approve attempt by webhook refused: needs role approve": "user:webhook",
+                       "deny refused: no reason given": "user:api", "unauthenticated approve attempt": "healer"}
     for x in audit:
         assert API_TOKEN not in json.dumps(x) and HOOK_TOKEN not in json.dumps(x)
 
     code, body = call(w, "POST", f"/api/v1/approvals/{aid}/approve", {"actor": "alice"}, token=API_TOKEN)
-    assert code == 409 and "already approved by user:alice" in body["error"]
+    assert code == 409 and "already approved by user:api" in body["error"]
     code, body = call(w, "GET", "/api/v1/approvals?all=1")
     assert [a["state"] for a in body["approvals"]] == ["approved"]
 
@@ -194,7 +202,8 @@ def test_webhook_auth_approvals_metrics_and_logs(
     assert total(smp, "healer_alert_to_action_seconds_count") >= 2
     assert total(smp, "healer_ready") == 1
     assert any(n == "healer_consumer_lag" for n, _ in smp)
-    assert total(smp, "healer_http_requests_total", route="/api/v1/alerts", code="401") == 2
+    assert total(smp, "healer_http_requests_total", route="/api/v1/alerts", code="401") == 1
+    assert total(smp, "healer_http_requests_total", route="/api/v1/alerts", code="403") == 1
 
     assert w.stop() == 0
     log_text = w.log_path.read_text(errors="replace")
@@ -212,9 +221,10 @@ def test_schemathesis_against_live_worker(
 ) -> None:
     """No server errors (5xx) and responses as documented, for generated requests."""
     app = unique_app_id
-    w = healer_worker.start(policies(tmp_path), app, HEALER_API_TOKEN=API_TOKEN)
+    w = healer_worker.start(policies(tmp_path), app)
+    admin = w.tokens["admin"]
     # a real pending approval, so approve/deny reach past the 404 of unknown ids
-    assert call(w, "POST", "/api/v1/alerts", gpu_alert("gpu-1"), token=API_TOKEN)[0] == 200
+    assert call(w, "POST", "/api/v1/alerts", gpu_alert("gpu-1"), token=w.tokens["ingest"])[0] == 200
     audit = read_until(kafka_bootstrap, f"{app}.audit",
                        lambda r: any(x["kind"] == "action.pending_approval" for x in r), timeout=60)
     aid = next(x["action_id"] for x in audit if x["kind"] == "action.pending_approval")
@@ -230,7 +240,7 @@ def test_schemathesis_against_live_worker(
                      "response_schema_conformance",
          "--max-examples", "50", "--seed", "7", "--workers", "1",
          "--phases", "examples,coverage,fuzzing", "--generation-database", "none",
-         "--request-timeout", "30", "-H", f"Authorization: Bearer {API_TOKEN}",
+         "--request-timeout", "30", "-H", f"Authorization: Bearer {admin}",
          "--report", "junit", "--report-junit-path", str(report), "--no-color"],
         capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,  # its cache dir
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""},

@@ -2,8 +2,8 @@
 kube-apiserver accepts every object (server-side dry run, strict field validation).
 
 Renders with helm (built by deploy/tools/install-helm.sh) the chart's ci/*-values.yaml: defaults
-(cluster RBAC), namespaced RBAC + ServiceMonitor + tokens, and Kafka TLS/SASL + topic Job +
-Kubernetes executors off. RBAC rules must equal deploy/rbac/*.yaml and the executors' declared
+(cluster RBAC, a tokens file), namespaced RBAC + ServiceMonitor + tokens, and Kafka TLS/SASL +
+topic Job + Kubernetes executors off + single-token shorthands; without tokens it must not render. RBAC rules must equal deploy/rbac/*.yaml and the executors' declared
 API calls; the namespaced render is also applied for real and probed with SubjectAccessReviews.
 """
 
@@ -189,6 +189,27 @@ def test_worker_settings(default: list[dict[str, Any]], monkeypatch: pytest.Monk
     assert unknown == set(), f"the chart sets variables the worker ignores: {unknown}"
     s = settings_from_env(env, monkeypatch)
     assert s.create_topics is False and s.dry_run is True and s.topic_partitions == 6
+    # the image's default bind is loopback: the chart listens on every address itself
+    assert s.http_host == "0.0.0.0" and s.insecure_no_auth is False
+    assert (s.http_header_timeout, s.http_body_timeout, s.http_max_connections) == ("10s", "30s", 256)
+    # the tokens file comes from the Secret, mounted read-only
+    assert s.tokens_file == "/etc/healer/tokens/tokens.yaml"
+    assert "HEALER_API_TOKEN_FILE" not in env and "HEALER_WEBHOOK_TOKEN_FILE" not in env
+    spec = dep["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["tokens"]["mountPath"] == "/etc/healer/tokens" and mounts["tokens"]["readOnly"] is True
+    tokens = next(v for v in spec["volumes"] if v["name"] == "tokens")
+    assert tokens["secret"] == {"secretName": "healer-tokens", "defaultMode": 0o440}
+
+
+def test_insecure_no_auth_renders_without_tokens(render: Render) -> None:
+    """Without a Secret the chart renders only with auth.insecureNoAuth (test_bad_values_fail_with_a_reason)."""
+    docs = render({"kafka": {"bootstrapServers": "kafka:9092"}, "auth": {"insecureNoAuth": True}})
+    c = pod_spec(docs)["containers"][0]
+    env = env_of(c)
+    assert env["HEALER_INSECURE_NO_AUTH"]["value"] == "true"
+    assert not {"HEALER_TOKENS_FILE", "HEALER_API_TOKEN_FILE", "HEALER_WEBHOOK_TOKEN_FILE"} & set(env)
+    assert "tokens" not in {m["name"] for m in c["volumeMounts"]}
 
 
 def test_secure_settings_parse(secure: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,8 +218,10 @@ def test_secure_settings_parse(secure: list[dict[str, Any]], monkeypatch: pytest
     fields = {f"HEALER_{name.upper()}" for name in Settings.model_fields}
     unknown = {n for n in env if n.startswith("HEALER_")} - fields - KAFKA_SECURITY_ENV
     assert unknown == set(), unknown
+    # the single-token shorthands: identity api (approve, operate) and webhook (ingest only)
     assert env["HEALER_API_TOKEN_FILE"]["value"] == "/etc/healer/tokens/api-token"
-    assert "HEALER_WEBHOOK_TOKEN_FILE" not in env  # webhookTokenKey "": falls back to the API token
+    assert env["HEALER_WEBHOOK_TOKEN_FILE"]["value"] == "/etc/healer/tokens/webhook-token"
+    assert "HEALER_TOKENS_FILE" not in env
     assert env["HEALER_TRITON_AUTH_VALUE"]["valueFrom"]["secretKeyRef"] == {"name": "triton-auth", "key": "triton-auth"}
     assert env["HEALER_KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
     assert env["HEALER_KAFKA_SSL_CAFILE"]["value"] == "/etc/healer/kafka-ca/ca.crt"
@@ -253,17 +276,16 @@ def test_policies_configmap_loads(default: list[dict[str, Any]], namespaced: lis
 
 
 def test_bad_values_fail_with_a_reason(helm: str, tmp_path: Path) -> None:
+    ok = {"kafka": {"bootstrapServers": "k:9092"}, "auth": {"existingSecret": "healer-tokens"}}
     cases = [
         ({}, "kafka.bootstrapServers is required"),
-        ({"kafka": {"bootstrapServers": "k:9092"}, "kubernetes": {"rbac": {"mode": "bogus"}}},
-         "must be cluster or namespaced"),
-        ({"kafka": {"bootstrapServers": "k:9092"}, "kubernetes": {"rbac": {"mode": "namespaced"}}},
-         "needs kubernetes.rbac.namespaces"),
-        ({"kafka": {"bootstrapServers": "k:9092"},
-          "kubernetes": {"rbac": {"mode": "namespaced", "namespaces": ["llm-*"]}}}, "no globs"),
-        ({"kafka": {"bootstrapServers": "k:9092"}, "policies": {"library": False}}, "no policies"),
-        ({"kafka": {"bootstrapServers": "k:9092"}, "policies": {"files": {"../x.yaml": "a: 1"}}},
-         "must be a file name"),
+        ({"kafka": {"bootstrapServers": "k:9092"}}, "auth.existingSecret is required"),
+        ({**ok, "auth": {"existingSecret": "s", "tokensFileKey": ""}}, "are all empty"),
+        ({**ok, "kubernetes": {"rbac": {"mode": "bogus"}}}, "must be cluster or namespaced"),
+        ({**ok, "kubernetes": {"rbac": {"mode": "namespaced"}}}, "needs kubernetes.rbac.namespaces"),
+        ({**ok, "kubernetes": {"rbac": {"mode": "namespaced", "namespaces": ["llm-*"]}}}, "no globs"),
+        ({**ok, "policies": {"library": False}}, "no policies"),
+        ({**ok, "policies": {"files": {"../x.yaml": "a: 1"}}}, "must be a file name"),
     ]
     for i, (vals, message) in enumerate(cases):
         f = tmp_path / f"bad-{i}.yaml"

@@ -192,8 +192,9 @@ def test_malformed_bodies_get_400_and_leave_nothing_on_the_topic(
     audit = read_until(kafka_bootstrap, f"{unique_app_id}.audit",
                        lambda rs: sum(r.get("kind") == "event.rejected" for r in rs) >= 9, timeout=30)
     reasons = [r["reason"] for r in audit if r.get("kind") == "event.rejected"]
-    for _, reason in BAD_BODIES.values():
-        assert any(x.startswith(f"remote write refused: {reason}") for x in reasons), (reason, reasons)
+    for _, reason in BAD_BODIES.values():  # audited under the reason's category (a bounded set)
+        category = reason.split(":", 1)[0]
+        assert f"remote write refused: {category}" in reasons, (reason, reasons)
     assert "remote write attempt with an invalid token" in reasons
     assert sum("is not supported" in x for x in reasons) == 2
     assert TOKEN not in w.log_path.read_text(errors="replace")
