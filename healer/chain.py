@@ -1,9 +1,16 @@
-"""The audit hash chain: sealing records and verifying an export.
+"""The audit hash chain: sealing records, MACs, and verifying an export.
 
 One chain per audit partition, written by a single sealer. ``hash`` is SHA-256
 over the canonical JSON (sorted keys, no spaces, UTF-8) of the record without
-``hash``; ``prev_hash`` is the previous record's ``hash`` in the same chain
-(64 zeros for seq 0). ``verify`` takes records in any interleaving of chains.
+``hash`` and ``mac``; ``prev_hash`` is the previous record's ``hash`` in the
+same chain (64 zeros for seq 0). With an audit key (healer.keys, role
+``audit``) the sealer also writes ``kid`` (covered by ``hash``) and ``mac``:
+HMAC-SHA256 of ``hash`` under that key. A hash chain alone shows that records
+were changed, removed or reordered, but anyone can append a record with a
+valid link; a MAC shows who wrote it. ``verify`` takes records in any
+interleaving of chains; with a keyring it names every record without a valid
+MAC as foreign and checks the chain around it. :func:`resume_point` is the
+sealer's reading of a chain's tail: the last genuine record it may continue.
 """
 
 from __future__ import annotations
@@ -14,11 +21,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from healer.keys import Key, Keyring, check, mac
+
 GENESIS = "0" * 64
 
 
+MAC_DOMAIN = "healer.audit.v1"
+_NOT_HASHED = ("hash", "mac")
+
+
 def canonical(record: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in record.items() if k != "hash"}
+    """The bytes ``hash`` is taken over (keys starting with ``__`` are a reader's annotations)."""
+    body = {k: v for k, v in record.items() if k not in _NOT_HASHED and not k.startswith("__")}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -35,15 +49,42 @@ class ChainHead:
     last_hash: str = GENESIS
 
 
-def seal(body: dict[str, Any], head: ChainHead) -> dict[str, Any]:
-    """Return ``body`` sealed onto ``head`` and advance ``head``."""
+def seal(body: dict[str, Any], head: ChainHead, key: Key | None = None) -> dict[str, Any]:
+    """Return ``body`` sealed onto ``head`` (MAC'd with ``key``) and advance ``head``."""
     rec: dict[str, Any] = {"schema": body.get("schema"), "chain": head.chain, "seq": head.next_seq}
-    rec.update({k: v for k, v in body.items() if k not in ("chain", "seq", "hash", "prev_hash")})
+    rec.update({k: v for k, v in body.items() if k not in ("chain", "seq", "hash", "prev_hash", "kid", "mac")})
     rec["prev_hash"] = head.last_hash
+    if key is not None:
+        rec["kid"] = key.id
     rec["hash"] = record_hash(rec)
+    if key is not None:
+        rec["mac"] = mac(key, MAC_DOMAIN, rec["hash"].encode())
     head.next_seq += 1
     head.last_hash = rec["hash"]
     return rec
+
+
+def mac_problem(rec: dict[str, Any], keyring: Keyring) -> str | None:
+    """Why ``rec``'s MAC does not show a sealer wrote it (None: it does). The MAC is over
+    ``hash``, so the caller also checks that ``hash`` matches the content."""
+    kid, tag, h = rec.get("kid"), rec.get("mac"), rec.get("hash")
+    if not isinstance(h, str):
+        return "no hash"
+    got = check(keyring, kid if isinstance(kid, str) else None, tag if isinstance(tag, str) else None,
+                MAC_DOMAIN, h.encode(), roles=("audit",))
+    if isinstance(got, str):
+        return "no MAC (unsigned)" if got == "unsigned" else got.replace("signature", "MAC")
+    return None
+
+
+def unsigned(rec: dict[str, Any]) -> bool:
+    """Sealed without an audit key (no ``kid`` / ``mac``): before keying was configured."""
+    return "mac" not in rec and "kid" not in rec
+
+
+def authentic(rec: dict[str, Any], keyring: Keyring) -> bool:
+    """A record a sealer holding one of ``keyring``'s audit keys wrote, unchanged."""
+    return rec.get("hash") == record_hash(rec) and mac_problem(rec, keyring) is None
 
 
 @dataclass
@@ -51,10 +92,11 @@ class ChainProblem:
     chain: str
     seq: int | None
     problem: str
+    at: str | None = None  # where the record is (a reader's ``__at__``, e.g. "audit[3]@1207")
 
     def __str__(self) -> str:
         where = f"seq {self.seq}" if self.seq is not None else "end"
-        return f"chain {self.chain}: {where}: {self.problem}"
+        return f"chain {self.chain}: {where}: {self.problem}" + (f" ({self.at})" if self.at else "")
 
 
 @dataclass
@@ -62,6 +104,9 @@ class VerifyReport:
     records: int = 0
     chains: dict[str, int] = field(default_factory=dict)
     problems: list[ChainProblem] = field(default_factory=list)
+    foreign: int = 0  # records without a valid MAC, left out of their chain (keyring given)
+    unkeyed: int = 0  # records sealed before any MAC'd one in their chain (before keying began)
+    macs_checked: bool = False
 
     @property
     def ok(self) -> bool:
@@ -100,23 +145,40 @@ def verify(
     records: Iterable[dict[str, Any]],
     expected_tails: dict[str, int] | None = None,
     checkpoint: Checkpoint | None = None,
+    keyring: Keyring | None = None,
 ) -> VerifyReport:
     """Check every chain for changed, removed, inserted or reordered records.
 
     ``expected_tails`` (chain -> last seq) or a :class:`Checkpoint` (chain ->
     seq and hash) detects a truncated tail: a chain that ends before its
     checkpoint, or whose record at the checkpoint seq has another hash.
+    With ``keyring`` (its audit keys), a record without a valid MAC is named
+    as foreign (a problem) and left out, and its chain is checked without it.
     Reports the first bad seq of each chain.
     """
-    report = VerifyReport()
+    report = VerifyReport(macs_checked=keyring is not None)
     heads: dict[str, tuple[int, str]] = {}
     hash_at: dict[tuple[str, int], str] = {}
     wanted = {(c, s) for c, (s, _) in (checkpoint.heads.items() if checkpoint else [])}
     broken: set[str] = set()
+    keyed: set[str] = set()  # chains where a MAC'd record was seen: later records need one
     for rec in records:
         report.records += 1
         chain = str(rec.get("chain"))
         seq = rec.get("seq")
+        at = rec.get("__at__") if isinstance(rec.get("__at__"), str) else None
+        if keyring is not None:
+            why = mac_problem(rec, keyring)
+            if why is not None and unsigned(rec) and chain not in keyed:
+                report.unkeyed += 1  # sealed before the audit key was configured: hash-checked only
+                why = None
+            elif why is None:
+                keyed.add(chain)
+            if why is not None:
+                report.foreign += 1
+                report.problems.append(ChainProblem(chain, seq if isinstance(seq, int) else None,
+                                                    f"foreign record: {why}; not written by a sealer", at))
+                continue
         if chain in broken:
             continue
         exp_seq, exp_prev = heads.get(chain, (0, GENESIS))
@@ -133,7 +195,7 @@ def verify(
         elif rec.get("prev_hash") != exp_prev:
             problem = "prev_hash does not link to the previous record (inserted or reordered)"
         if problem:
-            report.problems.append(ChainProblem(chain, exp_seq if isinstance(seq, int) else None, problem))
+            report.problems.append(ChainProblem(chain, exp_seq if isinstance(seq, int) else None, problem, at))
             broken.add(chain)
             continue
         heads[chain] = (exp_seq + 1, rec["hash"])
@@ -157,3 +219,59 @@ def verify(
                 ChainProblem(chain, have, f"truncated: checkpoint says seq {last} exists, chain ends at {have - 1}")
             )
     return report
+
+
+@dataclass
+class ResumePoint:
+    """Where a sealer continues a chain: its last genuine record, and what it found after it."""
+
+    head: ChainHead
+    source: tuple[int, int] = (-1, -1)  # the last genuine record's (audit-log offset, index)
+    ids: list[str] = field(default_factory=list)  # entry ids of the genuine records, oldest first
+    foreign: list[dict[str, Any]] = field(default_factory=list)  # what is not, with why
+
+
+def resume_point(chain: str, records: Iterable[dict[str, Any]], keyring: Keyring | None,
+                 log_end: int) -> ResumePoint:
+    """Read a chain's tail as its sealer must before continuing it.
+
+    A record is genuine when its hash matches its content, its MAC is valid
+    (when ``keyring`` holds audit keys), it continues the previous genuine
+    record (seq + 1, prev_hash), and its ``source`` offset exists in the
+    audit-log (below ``log_end``). Anything else was not written by a sealer
+    of this chain: it is reported in ``foreign`` and the chain continues from
+    the last genuine record, never from a forged ``source`` offset.
+    """
+    out = ResumePoint(ChainHead(chain, 0, GENESIS))
+    last: tuple[int, str] | None = None
+    keyed = False  # a MAC'd record was seen: from then on every record needs one
+    for rec in records:
+        seq, h = rec.get("seq"), rec.get("hash")
+        raw_src = rec.get("source")
+        src: dict[str, Any] = raw_src if isinstance(raw_src, dict) else {}
+        off, idx = src.get("offset"), src.get("index", -1)
+        why: str | None = None
+        m = mac_problem(rec, keyring) if keyring is not None else None
+        if not isinstance(seq, int) or not isinstance(h, str):
+            why = "not a sealed record"
+        elif h != record_hash(rec):
+            why = "hash does not match its content"
+        elif m is not None and (keyed or not unsigned(rec)):
+            why = m
+        elif last is not None and (seq != last[0] + 1 or rec.get("prev_hash") != last[1]):
+            why = f"does not continue seq {last[0]}"
+        elif not isinstance(off, int) or not isinstance(idx, int) or not 0 <= off < log_end:
+            why = f"its source offset {off!r} is not in the audit-log (which ends at {log_end})"
+        if why is not None:
+            out.foreign.append({"seq": seq, "hash": h if isinstance(h, str) else None, "why": why,
+                                "at": rec.get("__at__")})
+            continue
+        assert isinstance(seq, int) and isinstance(h, str) and isinstance(off, int) and isinstance(idx, int)
+        keyed = keyed or (m is None and keyring is not None)
+        last = (seq, h)
+        out.head = ChainHead(chain, seq + 1, h)
+        out.source = (off, idx)
+        eid = rec.get("id")
+        if isinstance(eid, str):
+            out.ids.append(eid)
+    return out

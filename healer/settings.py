@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from healer.durations import parse_duration
 from healer.engine import PROTECTED_NAMESPACES, EngineSettings
+from healer.execguard import ExecutionRules
 from healer.identity import (
     SHORTHANDS,
     Credential,
@@ -29,6 +30,8 @@ from healer.identity import (
     credential,
     parse_tokens_file,
 )
+from healer.keys import Keyring, KeyringError
+from healer.keys import parse as parse_keyring
 from healer.policy import Budget
 from healer.refusals import RefusalRule
 
@@ -174,6 +177,12 @@ class Settings(BaseSettings):
     kubeconfig: str | None = None
     kube_context: str | None = None
     allowed_namespaces: Annotated[list[str] | None, NoDecode] = None
+    # who may sign commands, and the worker's signing and sealing keys (docs/security.md);
+    # unset: {config dir}/healer/{app_id}/keyring.yaml, created by the first worker there
+    keyring_file: str | None = None
+    # allow-lists: Triton servers (URL patterns) and webhook URLs (prefixes) actions may reach
+    triton_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
     # Kafka TLS / SASL (PLAINTEXT by default; the Helm chart sets these)
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -197,7 +206,8 @@ class Settings(BaseSettings):
     def _duration(cls, v: str) -> str:
         return _positive_duration(v)
 
-    @field_validator("policies", "protected_namespaces", "allowed_namespaces", mode="before")
+    @field_validator("policies", "protected_namespaces", "allowed_namespaces", "triton_servers",
+                     "webhook_urls", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         if isinstance(v, str):
@@ -233,6 +243,37 @@ class Settings(BaseSettings):
             protected_namespaces=tuple(self.protected_namespaces),
             allowed_namespaces=tuple(self.allowed_namespaces) if self.allowed_namespaces is not None else None,
         )
+
+    def execution_rules(self) -> ExecutionRules:
+        """What the execute stage re-checks on every request (healer.execguard)."""
+        return ExecutionRules(
+            dry_run=self.dry_run,
+            protected_namespaces=tuple(self.protected_namespaces),
+            allowed_namespaces=tuple(self.allowed_namespaces) if self.allowed_namespaces is not None else None,
+            triton_servers=tuple(self.triton_servers),
+            webhook_urls=tuple(self.webhook_urls),
+        )
+
+    def keyring_path(self) -> Path:
+        """The keyring file: ``keyring_file``, else one per app id under the user's config dir
+        (shared by the workers and the CLI on one machine; clusters mount their own)."""
+        if self.keyring_file:
+            return Path(self.keyring_file)
+        base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+        return base / "healer" / self.app_id / "keyring.yaml"
+
+    def keyring(self) -> Keyring:
+        """The keyring (healer.keys), read from :meth:`keyring_path`; KeyringError says what is wrong."""
+        path = self.keyring_path()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise KeyringError(
+                f"no keyring at {path}: start a worker of app id {self.app_id!r} on this machine once "
+                "(it creates one), or set HEALER_KEYRING_FILE (docs/security.md)") from None
+        except OSError as exc:
+            raise KeyringError(f"cannot read the keyring {path}: {exc.strerror}") from None
+        return parse_keyring(text, lambda p: Path(p).read_bytes().strip(), str(path))
 
     def session_timeout_seconds(self) -> float:
         return parse_duration(self.session_timeout).total_seconds()

@@ -26,7 +26,9 @@ import faust
 from actions.registry import ExecutorRegistry
 from actions.runner import RetryPolicy, Runner
 from healer.index import PolicySet
+from healer.keys import Keyring
 from healer.settings import Settings
+from streams import keyfile
 from streams.client import security
 from streams.faust_fixes import install as install_faust_fixes
 from streams.gaps import Gap, GapGuard, start_uncommitted_at_log_start
@@ -34,7 +36,7 @@ from streams.metrics import Metrics
 from streams.outbox import AuditWriter, Outbox
 from streams.sealer import Sealer
 from streams.stages.approvals import ApprovalsStage
-from streams.stages.base import StageContext, now
+from streams.stages.base import Refusals, StageContext, now
 from streams.stages.decide import DecideStage
 from streams.stages.execute import ExecuteStage
 from streams.stages.ingest import IngestStage
@@ -72,6 +74,7 @@ class HealerApp:
         policies: PolicySet,
         registry: ExecutorRegistry,
         retry: RetryPolicy | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self.settings = settings
         self.policies = policies
@@ -116,12 +119,16 @@ class HealerApp:
         self.ledger = self.app.Table("ledger", default=None, partitions=parts)
         self.pending = self.app.Table("pending", default=None, partitions=parts)
 
-        self.sealer = Sealer(self.bootstrap, n.audit_log, n.audit)
+        self.keyring = keyring if keyring is not None else keyfile.ensure(settings)
+        self.sealer = Sealer(self.bootstrap, n.audit_log, n.audit, keyring=self.keyring,
+                             on_foreign=self.metrics.foreign_audit)
         self.gaps = GapGuard(self.bootstrap, self._committed, self._log_start, security, self._on_gap)
         install_faust_fixes(self.gaps.floor)
-        self.outbox = Outbox(lambda: self.app.producer, n.audit_log, lambda: self.ctx.partitions(n.audit_log))
+        self.outbox = Outbox(lambda: self.app.producer, n.audit_log, lambda: self.ctx.partitions(n.audit_log),
+                             self.keyring.signing_key())
         self.ctx = StageContext(self.app, self.bootstrap, settings, policies, settings.engine(), n, self.metrics,
-                                self.gaps, self.outbox, self.partition_counts)
+                                self.gaps, self.outbox, self.partition_counts, self.keyring,
+                                settings.execution_rules(), registry.catalog, Refusals(settings.refusal_rule()))
         self.writer = AuditWriter(self.outbox, self.ctx.retrying)
         self.runner = Runner(registry, self.writer.write, retry=retry)
 
@@ -138,10 +145,16 @@ class HealerApp:
         agent(t(n.actions, partitions=parts, internal=True), name="execute")(self.execute.agent)
         self.app.timer(interval=5.0)(self._check_broker)
         self.app.timer(interval=10.0)(self.approvals.expire_due)
+        self.app.timer(interval=5.0)(self._refusal_summaries)
 
         self.app.on_partitions_revoked.connect(self._revoked)  # type: ignore[arg-type]
         self.app.on_rebalance_complete.connect(self._rebalance_complete)  # type: ignore[arg-type]
         self.app.on_partitions_assigned.connect(self._assigned)  # type: ignore[arg-type]
+
+    async def _refusal_summaries(self) -> None:
+        """Write the aggregated entry of a refusal window that has ended (streams.stages.base.Refusals)."""
+        for entry in self.ctx.refusals.due(now()):
+            await self.writer.write(entry)
 
     # ---------------------------------------------------------------- topics
 

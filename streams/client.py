@@ -44,8 +44,9 @@ def security() -> dict[str, Any]:
     return dict(_SECURITY) if _SECURITY.get("security_protocol", "PLAINTEXT") != "PLAINTEXT" else {}
 
 
-class BrokerUnavailable(RuntimeError):
-    """The broker did not answer; the message says where we tried."""
+class BrokerUnavailable(ConnectionError):
+    """The broker did not answer; the message says where we tried. A ConnectionError, so the
+    stages retry it as broker trouble."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class OutRecord:
     key: bytes | None
     value: bytes
     timestamp_ms: int | None = None
+    headers: list[tuple[str, bytes]] | None = None
 
 
 async def produce(bootstrap: str, topic: str, records: Iterable[OutRecord], timeout: float = 30.0) -> int:
@@ -69,7 +71,8 @@ async def produce(bootstrap: str, topic: str, records: Iterable[OutRecord], time
     try:
         futs = []
         for r in records:
-            futs.append(await producer.send(topic, r.value, key=r.key, timestamp_ms=r.timestamp_ms))
+            futs.append(await producer.send(topic, r.value, key=r.key, timestamp_ms=r.timestamp_ms,
+                                            headers=r.headers))
         await asyncio.wait_for(asyncio.gather(*futs), timeout=timeout)
         return len(futs)
     finally:
@@ -123,6 +126,35 @@ async def read_topic(
                     yield m
     finally:
         await consumer.stop()
+
+
+async def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int,
+                     timeout: float = 30.0) -> list[Any]:
+    """The records ``[start, end)`` of one partition, in offset order (fewer when retention
+    deleted some, or the log ends before ``end``). TimeoutError when that takes over ``timeout``."""
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **security(), group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    try:
+        await asyncio.wait_for(consumer.start(), timeout=timeout)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        await consumer.stop()
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+    out: list[Any] = []
+    try:
+        consumer.assign([tp])
+        stop = min(end, (await consumer.end_offsets([tp]))[tp])
+        consumer.seek(tp, max(start, (await consumer.beginning_offsets([tp]))[tp]))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while await consumer.position(tp) < stop:
+            if loop.time() > deadline:
+                raise TimeoutError(f"reading {topic}[{partition}] {start}..{end - 1} took over {timeout:g}s")
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=2000)
+            out += [r for r in batch.get(tp, []) if start <= r.offset < end]
+    finally:
+        await consumer.stop()
+    return out
 
 
 async def ensure_topics(

@@ -30,8 +30,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 log = logging.getLogger("healer.gaps")
 
 FETCH_TIMEOUT = 30.0  # seconds to read one skipped range
@@ -52,6 +50,7 @@ class Fetched:
     key: bytes | None
     value: bytes | None
     message: FetchedMessage
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,29 +107,15 @@ class OffsetTracker:
 async def fetch_range(
     bootstrap: str, topic: str, partition: int, start: int, end: int, security: dict[str, Any]
 ) -> list[Fetched]:
-    """Records ``[start, end)`` of one partition (fewer when retention deleted some)."""
-    tp = TopicPartition(topic, partition)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest", **security,
-    )
-    await consumer.start()
+    """Records ``[start, end)`` of one partition (fewer when retention deleted some), as
+    stand-ins for Faust events. ``security`` is applied by streams.client already."""
+    from streams.client import read_range
+
     out: list[Fetched] = []
-    try:
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + FETCH_TIMEOUT
-        while await consumer.position(tp) < end:
-            if loop.time() > deadline:
-                raise TimeoutError(f"reading {topic}[{partition}] {start}..{end - 1} took over {FETCH_TIMEOUT:g}s")
-            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1000)
-            for rec in batch.get(tp, []):
-                if start <= rec.offset < end:
-                    ts = rec.timestamp / 1000.0 if rec.timestamp is not None else None
-                    out.append(Fetched(rec.key, rec.value, FetchedMessage(topic, partition, rec.offset, ts)))
-    finally:
-        await consumer.stop()
+    for rec in await read_range(bootstrap, topic, partition, start, end, timeout=FETCH_TIMEOUT):
+        ts = rec.timestamp / 1000.0 if rec.timestamp is not None else None
+        out.append(Fetched(rec.key, rec.value, FetchedMessage(topic, partition, rec.offset, ts),
+                           tuple(rec.headers or ())))
     return out
 
 

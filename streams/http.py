@@ -43,12 +43,16 @@ from aiokafka.errors import KafkaError
 
 from healer.approvals import TERMINAL, Approval, ApprovalError, check_decidable, fold
 from healer.audit import AuditEntry, for_event
+from healer.chain import authentic
+from healer.commands import sign
 from healer.identity import Identity, Refusal, Role, TokenTable
 from healer.identity import authorize as may_call
 from healer.ingest import MAX_RECORD_BYTES, Rejected, decode_json, parse_alerts, partition_key
+from healer.keys import Key, Keyring
 from healer.logs import redact
 from healer.models import EventRef
 from healer.refusals import RefusalRule, RefusalState, Summary, admit, close, flush_all
+from healer.wire import AuditBatch, encode
 from streams.client import security
 from streams.codec import dumps
 from streams.listener import LINGER_S, GuardedSite, HttpLimits
@@ -125,13 +129,17 @@ class Publisher:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def send(self, topic: str, records: list[tuple[bytes | None, bytes]], timeout: float | None = None) -> None:
-        """Produce ``(key, value)`` records in order; return once the broker acked all of them."""
+    async def send(self, topic: str, records: list[tuple[bytes | None, bytes]], timeout: float | None = None,
+                   signer: Key | None = None, kind: str | None = None) -> None:
+        """Produce ``(key, value)`` records in order; return once the broker acked all of them.
+        With ``signer``, each record is signed for the command topic ``kind`` (healer.commands)."""
         limit = self.timeout if timeout is None else timeout
         producer = await self._get(limit)
 
         async def go() -> None:
-            futs = [await producer.send(topic, value, key=key) for key, value in records]
+            futs = [await producer.send(topic, value, key=key,
+                                        headers=sign(signer, kind, value) if signer and kind else None)
+                    for key, value in records]
             await asyncio.gather(*futs)
 
         try:
@@ -158,12 +166,16 @@ class ApprovalView:
 
     Reads incrementally: each :meth:`sync` catches up to the end offsets it
     sees when called, so an answer includes every record acked before the
-    request. Only approval-relevant records are kept.
+    request. Only approval-relevant records are kept, and with an audit key
+    only records a sealer MAC'd (healer.chain.authentic): a forged
+    ``action.pending_approval`` written to the audit topic is never listed, so
+    it cannot be approved.
     """
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, keyring: Keyring | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.keyring = keyring if keyring is not None and keyring.with_role("audit") else None
         self._consumer: AIOKafkaConsumer | None = None
         self._records: list[dict[str, Any]] = []
         self._lock = asyncio.Lock()
@@ -220,6 +232,10 @@ class ApprovalView:
         except ValueError:
             return
         if isinstance(rec, dict) and rec.get("kind") in APPROVAL_KINDS:
+            if self.keyring is not None and not authentic(rec, self.keyring):
+                log.warning("approvals view: skipped an %s record for %s that no sealer wrote",
+                            rec.get("kind"), str(rec.get("action_id"))[:80])
+                return
             self._records.append(rec)
 
     async def _reset(self) -> None:
@@ -319,7 +335,9 @@ class Api:
         self.refusals = RefusalState()
         self.site: GuardedSite | None = None  # set by start(); in-process tests serve without it
         self.publisher = Publisher(healer.bootstrap, publish_timeout)
-        self.view = ApprovalView(healer.bootstrap, healer.names.audit)
+        # the worker's key signs what the API writes to the approvals and audit-log topics
+        self.signer: Key | None = healer.keyring.signing_key()
+        self.view = ApprovalView(healer.bootstrap, healer.names.audit, healer.keyring)
         self.broker = BrokerCheck(healer.bootstrap)
         self._tasks: set[asyncio.Task[None]] = set()
         self._flusher: asyncio.Task[None] | None = None
@@ -395,8 +413,9 @@ class Api:
 
     async def _audit(self, entry: AuditEntry) -> None:
         try:
-            await self.publisher.send(self.names.audit_log, [(entry.routing_key().encode(), dumps(entry.body()))],
-                                      timeout=AUDIT_TIMEOUT)
+            await self.publisher.send(self.names.audit_log,
+                                      [(None, encode(AuditBatch(entries=[entry.body()])))],
+                                      timeout=AUDIT_TIMEOUT, signer=self.signer, kind="audit-log")
         except BrokerUnavailable as exc:
             log.error("could not audit a refused request (%s): %s", entry.reason, exc)
 
@@ -534,7 +553,8 @@ class Api:
         # the approvals topic carries the bare identity; the worker audits it as user:<identity>
         msg = {"action_id": action_id, "decision": decision, "actor": who.name, "reason": reason or None}
         try:
-            await self.publisher.send(self.names.approvals, [(action_id.encode(), dumps(msg))])
+            await self.publisher.send(self.names.approvals, [(action_id.encode(), dumps(msg))],
+                                      signer=self.signer, kind="approvals")
         except BrokerUnavailable as exc:
             return _error(503, str(exc))
         log.info("%s sent by %s", decision, who.actor, extra={"action_id": action_id})

@@ -82,6 +82,10 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("healer_ready", "1 when the worker is ready (see /readyz)", registry=r)
+        self.audit_foreign = Counter(
+            "healer_audit_foreign_records", "Records found in an audit chain's tail that no sealer wrote "
+            "(forged or foreign), per chain, each time a sealer resumes the chain", ["chain"], registry=r,
+        )
         self.stream_gaps = Counter(
             "healer_stream_gaps", "Ranges of records a stage was not handed by its stream and read "
             "from the broker directly (streams.gaps)", ["topic"], registry=r,
@@ -129,6 +133,9 @@ class Metrics:
         for kind, t in out.queued:
             if kind == "alert":
                 self.alert_to_action.observe(max(t_now - t, 0.0))
+
+    def foreign_audit(self, chain: int, records: int) -> None:
+        self.audit_foreign.labels(chain=str(chain)).inc(records)
 
     def gap(self, topic: str, records: int) -> None:
         self.stream_gaps.labels(topic=topic).inc()

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from healer.audit import AuditEntry
+from healer.commands import sign
+from healer.keys import Key
 from healer.partitioner import partition_for
 from healer.wire import encode_audit
 
@@ -26,16 +28,18 @@ Send = Awaitable[Any]  # awaiting it hands the record to the producer and gives 
 
 
 class Outbox:
-    def __init__(self, producer: Callable[[], Any], audit_topic: str, audit_partitions: Callable[[], int]) -> None:
+    def __init__(self, producer: Callable[[], Any], audit_topic: str, audit_partitions: Callable[[], int],
+                 signer: Key | None = None) -> None:
         self._producer = producer
         self.audit_topic = audit_topic
         self.audit_partitions = audit_partitions
+        self.signer = signer  # signs audit-log records (healer.commands): the sealer seals only those
 
     def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
-             timestamp: float | None = None) -> Send:
+             timestamp: float | None = None, headers: list[tuple[str, bytes]] | None = None) -> Send:
         """One record, straight to Faust's producer (its topic/channel layer adds nothing here)."""
         producer: Any = self._producer()
-        send: Send = producer.send(topic, key, value, partition, timestamp, None)
+        send: Send = producer.send(topic, key, value, partition, timestamp, headers)
         return send
 
     def audit(self, entries: Iterable[AuditEntry]) -> list[Send]:
@@ -45,7 +49,8 @@ class Outbox:
         by_part: dict[int, list[dict[str, Any]]] = {}
         for e in entries:
             by_part.setdefault(partition_for(e.routing_key().encode(), n), []).append(e.body())
-        return [self.send(self.audit_topic, None, raw, p)
+        signer = self.signer
+        return [self.send(self.audit_topic, None, raw, p, headers=sign(signer, "audit-log", raw) if signer else None)
                 for p, bodies in by_part.items() for raw in encode_audit(bodies)]
 
     @staticmethod

@@ -26,14 +26,17 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from healer.audit import for_event
-from healer.chain import GENESIS, ChainHead, seal
+from healer.audit import entry_id, for_event
+from healer.chain import ChainHead, resume_point, seal
+from healer.commands import verify
+from healer.keys import Keyring
 from healer.models import EventRef
 from healer.wire import WireError, decode_audit
 from streams.client import security
@@ -52,6 +55,7 @@ class PartitionChain:
     last_source_offset: int = -1
     last_source_index: int = -1  # the entry within that record; -1: the whole record
     recent: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    foreign: list[dict[str, Any]] = field(default_factory=list)  # records in the tail no sealer wrote
 
     def sealed(self, offset: int, index: int) -> bool:
         """The entry at (offset, index) of the audit-log is already in the chain."""
@@ -66,9 +70,13 @@ class PartitionChain:
             self.recent.popitem(last=False)
 
 
-async def read_tail(bootstrap: str, topic: str, partition: int, limit: int = TAIL_READ) -> PartitionChain:
-    """Rebuild a chain's head and recent ids from the audit topic's tail."""
+async def read_tail(bootstrap: str, topic: str, partition: int, log_topic: str,
+                    keyring: Keyring | None = None, limit: int = TAIL_READ) -> PartitionChain:
+    """Rebuild a chain's head, last sealed position and recent ids from the audit topic's tail,
+    trusting only genuine records (healer.chain.resume_point: hash, MAC, sequence, a source
+    offset that exists in ``log_topic``); what is not genuine is in ``foreign``."""
     tp = TopicPartition(topic, partition)
+    log_tp = TopicPartition(log_topic, partition)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, **security(), enable_auto_commit=False, group_id=None,
         isolation_level="read_committed",
@@ -78,36 +86,29 @@ async def read_tail(bootstrap: str, topic: str, partition: int, limit: int = TAI
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
         begin = (await consumer.beginning_offsets([tp]))[tp]
-        pc = PartitionChain(ChainHead(str(partition), 0, GENESIS))
-        if end <= begin:
-            return pc
-        consumer.seek(tp, max(begin, end - limit))
-        last: dict[str, Any] | None = None
-        deadline = asyncio.get_running_loop().time() + READ_TAIL_TIMEOUT
-        while True:
-            if asyncio.get_running_loop().time() > deadline:
-                # a partial tail would fork the chain: fail, the caller retries
-                raise TimeoutError(f"reading the tail of {topic}[{partition}] took over {READ_TAIL_TIMEOUT}s")
-            batch = await consumer.getmany(tp, timeout_ms=2000, max_records=5000)
-            msgs = batch.get(tp, [])
-            for m in msgs:
-                try:
-                    rec = loads(m.value)
-                except (TypeError, ValueError):  # a record without value is None
-                    continue
-                if not isinstance(rec, dict) or not isinstance(rec.get("seq"), int) or not isinstance(rec.get("hash"), str):
-                    continue  # not written by a sealer: no part of the chain (else it never resumes)
-                last = rec
-                pc.remember(rec.get("id"))
-                src = rec.get("source") or {}
-                off, idx = src.get("offset"), src.get("index", -1)
-                if isinstance(off, int) and isinstance(idx, int) and (off, idx) > (
-                        pc.last_source_offset, pc.last_source_index):
-                    pc.last_source_offset, pc.last_source_index = off, idx
-            if (await consumer.position(tp)) >= end:
-                break
-        if last is not None:
-            pc.head = ChainHead(str(partition), int(last["seq"]) + 1, str(last["hash"]))
+        log_end = (await consumer.end_offsets([log_tp]))[log_tp]
+        records: list[dict[str, Any]] = []
+        if end > begin:
+            consumer.seek(tp, max(begin, end - limit))
+            deadline = asyncio.get_running_loop().time() + READ_TAIL_TIMEOUT
+            while (await consumer.position(tp)) < end:
+                if asyncio.get_running_loop().time() > deadline:
+                    # a partial tail would fork the chain: fail, the caller retries
+                    raise TimeoutError(f"reading the tail of {topic}[{partition}] took over {READ_TAIL_TIMEOUT}s")
+                batch = await consumer.getmany(tp, timeout_ms=2000, max_records=5000)
+                for m in batch.get(tp, []):
+                    try:
+                        rec = loads(m.value)
+                    except (TypeError, ValueError):  # a record without value is None
+                        rec = None
+                    if not isinstance(rec, dict):
+                        rec = {"__raw__": True}
+                    rec["__at__"] = f"{topic}[{partition}]@{m.offset}"
+                    records.append(rec)
+        point = resume_point(str(partition), records, keyring, log_end)
+        pc = PartitionChain(point.head, point.source[0], point.source[1], foreign=point.foreign)
+        for eid in point.ids:
+            pc.remember(eid)
         return pc
     finally:
         await consumer.stop()
@@ -126,11 +127,17 @@ class Sealer:
     partition can be sealed elsewhere.
     """
 
-    def __init__(self, bootstrap: str, audit_log_topic: str, audit_topic: str, batch: int = 500) -> None:
+    def __init__(self, bootstrap: str, audit_log_topic: str, audit_topic: str, batch: int = 500,
+                 keyring: Keyring | None = None, on_foreign: Callable[[int, int], None] | None = None) -> None:
         self.bootstrap = bootstrap
         self.audit_log_topic = audit_log_topic
         self.audit_topic = audit_topic
         self.batch = batch
+        # with a keyring: audit-log records must be signed (healer.commands), sealed records are
+        # MAC'd with its `seal` key, and the tail is trusted only where its MACs are valid
+        self.keyring = keyring
+        self.key = keyring.sealing_key() if keyring is not None else None
+        self.on_foreign = on_foreign
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.chains: dict[int, PartitionChain] = {}
         self.sealed = 0
@@ -190,11 +197,13 @@ class Sealer:
                 delay = min(delay * 2, 10.0)
 
     async def _seal_partition(self, partition: int) -> None:
-        pc = await read_tail(self.bootstrap, self.audit_topic, partition)
+        pc = await read_tail(self.bootstrap, self.audit_topic, partition, self.audit_log_topic, self.keyring)
         self.chains[partition] = pc
         log.info("audit chain %s resumes at seq %s (audit-log offset %s)",
                  partition, pc.head.next_seq, pc.last_source_offset + 1)
         producer = await self._new_producer()
+        if pc.foreign:
+            await self._note_foreign(partition, pc, producer)
         tp = TopicPartition(self.audit_log_topic, partition)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, **security(), group_id=None, enable_auto_commit=False,
@@ -211,7 +220,7 @@ class Sealer:
                 batch = await consumer.getmany(tp, timeout_ms=500, max_records=self.batch)
                 futs = []
                 for m in batch.get(tp, []):
-                    for index, body in self._entries(partition, m.offset, m.value):
+                    for index, body in self._entries(partition, m.offset, m.value, m.headers):
                         rec = self.seal(partition, m.offset, body, index)
                         if rec is not None:
                             key = str(body.get("action_id") or (body.get("event") or {}).get("id") or "").encode()
@@ -224,12 +233,42 @@ class Sealer:
             # a cancelled task (revocation) still finishes or fails its in-flight writes here
             await asyncio.gather(consumer.stop(), producer.stop(), return_exceptions=True)
 
-    def _entries(self, partition: int, offset: int, raw: bytes | None) -> list[tuple[int, dict[str, Any]]]:
+    async def _note_foreign(self, partition: int, pc: PartitionChain, producer: Any) -> None:
+        """Records in the chain's tail that no sealer wrote: alert (log, metric) and seal an
+        ``event.rejected`` naming them as the next genuine link. Its id is derived from what it
+        names, so a restart that finds the same forgery notes it once."""
+        found = pc.foreign[:20]
+        log.error("audit chain %s: %d record(s) in %s that no sealer wrote (forged or foreign), e.g. %s; "
+                  "the chain continues from seq %s", partition, len(pc.foreign), self.audit_topic,
+                  found[0], pc.head.next_seq - 1)
+        if self.on_foreign is not None:
+            self.on_foreign(partition, len(pc.foreign))
+        eid = entry_id("event.rejected", "audit-foreign", partition, *(f.get("hash") or f.get("at") for f in found))
+        if eid in pc.recent:
+            return
+        note = for_event("event.rejected", EventRef(id=f"{self.audit_topic}:{partition}"), datetime.now(UTC),
+                         reason=f"{len(pc.foreign)} record(s) in the audit chain were not written by a sealer "
+                                "(forged or foreign); the chain continues from the last genuine record",
+                         detail={"foreign": found, "count": len(pc.foreign)}).body()
+        note["id"] = eid
+        body = {**note, "source": {"partition": partition, "offset": pc.last_source_offset,
+                                   **({"index": pc.last_source_index} if pc.last_source_index >= 0 else {})}}
+        rec = seal(body, pc.head, self.key)
+        pc.remember(eid)
+        await (await producer.send(self.audit_topic, dumps(rec), partition=partition))
+
+    def _entries(self, partition: int, offset: int, raw: bytes | None,
+                 headers: Any = None) -> list[tuple[int, dict[str, Any]]]:
         """(index, entry) of an audit-log record: a batch (``healer.wire.AuditBatch``), or one
         bare entry as healer 0.1 wrote them (index -1). A record that is neither is sealed as
         an ``event.rejected`` in its place: restarting on it would stop the chain for good,
         skipping it would hide it. The rejection's id names the record, so a replay of it is
-        sealed once."""
+        sealed once. With a keyring, an unsigned or badly signed record is rejected the same
+        way, its content not sealed."""
+        if self.keyring is not None:
+            signer = verify(self.keyring, "audit-log", raw, list(headers or ()))
+            if isinstance(signer, str):
+                return [(-1, self._rejected(partition, offset, raw, signer.removeprefix("audit-log record ")))]
         try:
             return list(enumerate(decode_audit(raw).entries))
         except WireError as exc:
@@ -243,12 +282,13 @@ class Sealer:
                 return [(-1, body)]
             if not isinstance(body, dict):
                 why = f"JSON {type(body).__name__}, not an object"
+        return [(-1, self._rejected(partition, offset, raw, f"carries no audit entry: {why}"))]
+
+    def _rejected(self, partition: int, offset: int, raw: bytes | None, why: str) -> dict[str, Any]:
         where = f"{self.audit_log_topic}:{partition}:{offset}"
-        log.warning("sealer %s: audit-log record at offset %s carries no audit entry: %s", partition, offset, why)
-        rejected = for_event("event.rejected", EventRef(id=where), datetime.now(UTC),
-                             reason=f"audit-log record carries no audit entry: {why}",
-                             detail={"raw_bytes": len(raw or b"")})
-        return [(-1, rejected.body())]
+        log.warning("sealer %s: audit-log record at offset %s refused: %s", partition, offset, why)
+        return for_event("event.rejected", EventRef(id=where), datetime.now(UTC),
+                         reason=f"audit-log record {why}"[:500], detail={"raw_bytes": len(raw or b"")}).body()
 
     def seal(self, partition: int, offset: int, body: dict[str, Any], index: int = -1) -> dict[str, Any] | None:
         """The sealed record for the entry at (offset, index), or None when it was sealed before."""
@@ -263,6 +303,6 @@ class Sealer:
         if index >= 0:
             source["index"] = index
         body = {**body, "source": source}
-        rec = seal(body, pc.head)
+        rec = seal(body, pc.head, self.key)
         pc.remember(eid)
         return rec

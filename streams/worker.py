@@ -16,6 +16,7 @@ from actions.registry import ExecutorRegistry
 from healer import logs
 from healer.identity import TokenConfigError, startup_problem
 from healer.index import PolicySet
+from healer.keys import KeyringError
 from healer.settings import Settings
 from streams import http
 from streams.app import HealerApp
@@ -135,7 +136,11 @@ def run(settings: Settings, policies: PolicySet) -> int:
 
     configure_security(settings.kafka_security())
     registry = build_registry(settings)
-    healer = HealerApp(settings, policies, registry)
+    try:
+        healer = HealerApp(settings, policies, registry)
+    except KeyringError as exc:
+        log.critical("cannot start: %s", exc)
+        return 1
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     runner = loop.run_until_complete(http.start(http.build(healer), settings.http_host, settings.http_port))

@@ -12,6 +12,12 @@ the API with ``worker.tokens["approve"]``; the audited actor is then
 ``f"user:{worker.identities['approve']}"``. ``start(..., tokens=False)`` starts
 a worker without it (the caller passes its own token settings, or expects
 the start to fail).
+
+Commands are signed for real too (healer.commands): every app id gets a keyring
+(:func:`keyring_for`, in a temp dir the workers and :func:`healer_cli` both
+point at with HEALER_KEYRING_FILE) holding the worker's and the sealer's keys
+and one operator key each for ``alice``, ``bob`` and ``carol`` (roles operate and
+approve). The CLI signs as alice unless ``--actor`` names another.
 """
 
 from __future__ import annotations
@@ -121,6 +127,27 @@ class Worker:
         return int(self.proc.returncode)
 
 
+KEYRINGS = Path(os.environ.get("TMPDIR", "/tmp")) / "healer-test-keyrings"
+PEOPLE = ("alice", "bob", "carol")
+
+
+def keyring_for(app_id: str) -> Path:
+    """The keyring of ``app_id``'s workers and CLI in tests (created on first use)."""
+    path = KEYRINGS / f"{app_id}.yaml"
+    if not path.exists():
+        KEYRINGS.mkdir(parents=True, exist_ok=True)
+        lines = ["sign: worker", "seal: audit", "keys:",
+                 f"  - {{id: worker, secret: {secrets.token_hex(32)}, identity: healer, roles: [worker]}}",
+                 f"  - {{id: audit, secret: {secrets.token_hex(32)}, roles: [audit]}}"]
+        lines += [f"  - {{id: {p}, secret: {secrets.token_hex(32)}, identity: {p}, roles: [operate, approve]}}"
+                  for p in PEOPLE]
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return path
+
+
 @dataclass
 class WorkerFactory:
     bootstrap: str
@@ -153,6 +180,7 @@ class WorkerFactory:
             "HEALER_HTTP_PORT": str(port),  # the host is the default: loopback
             "HEALER_DATA_DIR": str(data_dir),
             "HEALER_TOPIC_PARTITIONS": str(partitions),
+            "HEALER_KEYRING_FILE": str(keyring_for(app_id)),
             "PYTHONUNBUFFERED": "1",
             **env,
         }
@@ -222,7 +250,8 @@ def read_until(
 
 
 def healer_cli(bootstrap: str, app_id: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run the real ``healer`` CLI against ``bootstrap`` / ``app_id``."""
-    full = {**os.environ, "HEALER_BOOTSTRAP_SERVERS": bootstrap, "HEALER_APP_ID": app_id, **env}
+    """Run the real ``healer`` CLI against ``bootstrap`` / ``app_id`` (signing as alice, see above)."""
+    full = {**os.environ, "HEALER_BOOTSTRAP_SERVERS": bootstrap, "HEALER_APP_ID": app_id,
+            "HEALER_KEYRING_FILE": str(keyring_for(app_id)), "HEALER_SIGNING_KEY": "alice", **env}
     return subprocess.run([sys.executable, "-m", "healer.cli.main", *args], env=full,
                           capture_output=True, text=True, timeout=180, check=False)

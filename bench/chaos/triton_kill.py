@@ -81,7 +81,7 @@ def run(ctx: Ctx) -> Result:
         (pol / "p.yaml").write_text(POLICY.format(url=server.url))
         app = h.unique_app("ctri")
         with h.workers(ctx.bootstrap, d) as wf:
-            w = wf.start(pol, app, partitions=3)
+            w = wf.start(pol, app, partitions=3, HEALER_TRITON_SERVERS=server.url)
             before = len([e for e in server.init_events("slow") if e["event"] == "init_start"])
             sent = h.produce(ctx.bootstrap, [_alert(app, 1)])
             started = _wait("reload starts", lambda: len([

@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from healer.keys import generate  # noqa: E402
 from streams.broker import EmbeddedKafka  # noqa: E402
 from streams.client import OutRecord, produce, read_topic  # noqa: E402
 
@@ -87,6 +88,13 @@ def main() -> int:
     port = free_port()
     env = {**os.environ, "HEALER_BOOTSTRAP_SERVERS": bootstrap, "HEALER_APP_ID": app_id,
            "HEALER_DATA_DIR": str(work / "data"), "HEALER_HTTP_HOST": "127.0.0.1"}
+    # the keyring signs every command and MACs the audit (docs/security.md); the demo's own
+    keyring = work / "keyring.yaml"
+    keyring.write_text(generate("demo-operator"))
+    keyring.chmod(0o600)
+    env["HEALER_KEYRING_FILE"] = str(keyring)
+    if triton is not None:  # the only Triton server the worker may reach (and send credentials to)
+        env["HEALER_TRITON_SERVERS"] = triton.url
     # a worker refuses to start without API tokens: one for the webhook, one for approvals
     env.update(HEALER_WEBHOOK_TOKEN=secrets.token_hex(32), HEALER_API_TOKEN=secrets.token_hex(32))
     worker = None

@@ -4,7 +4,6 @@ worker's runner (same executors, verification and audit; actor = user)."""
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 import time
@@ -22,8 +21,11 @@ from healer.cli.common import (
     add_kafka_options,
     require_worker,
     settings_from,
+    signed,
+    signing_key,
     target_text,
 )
+from healer.keys import Key
 from healer.models import ActionRequest, EventRef, Target
 from healer.policy import FIELD_KINDS, TARGET_FIELDS
 from healer.templating import valid_for
@@ -42,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     r.add_argument("--with", dest="with_", action="append", default=[], metavar="KEY=VALUE",
                    help="action parameter; values are JSON when they parse, else strings")
     r.add_argument("--dry-run", action="store_true", help="snapshot and plan only")
-    r.add_argument("--actor", help="who runs it (default $USER)")
+    r.add_argument("--actor", help="run it as this identity: the keyring's key of it signs "
+                   "(default: HEALER_SIGNING_KEY or your only key)")
     r.add_argument("--no-wait", action="store_true")
     r.add_argument("--wait-timeout", type=float, default=600.0)
     add_kafka_options(r)
@@ -50,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     rb = sub.add_parser("rollback", help="roll back an executed action (restore its snapshot)")
     rb.add_argument("action_id")
     rb.add_argument("--reason", help="why (recorded in the audit)")
-    rb.add_argument("--actor", help="who (default $USER)")
+    rb.add_argument("--actor", help="roll back as this identity (its key signs; default as for run)")
     rb.add_argument("--no-wait", action="store_true")
     rb.add_argument("--wait-timeout", type=float, default=600.0)
     add_kafka_options(rb)
@@ -106,21 +109,29 @@ def build_target(raw: dict[str, Any]) -> Target:
 def _send(settings: Any, req: ActionRequest, entries: list[AuditEntry]) -> None:
     import asyncio
 
-    from streams.client import BrokerUnavailable, OutRecord, produce
+    from streams.client import BrokerUnavailable, produce
+
+    key = signing_key(settings, "operate", req.actor.removeprefix("user:"))
 
     async def go() -> None:
         if entries:
-            await produce(settings.bootstrap(), settings.topic("audit-log"), [
-                OutRecord(e.routing_key().encode(), json.dumps(e.body()).encode()) for e in entries
-            ])
-        await produce(settings.bootstrap(), settings.topic("actions"), [
-            OutRecord(req.target.key().encode(), req.model_dump_json(by_alias=True).encode())
-        ])
+            await produce(settings.bootstrap(), settings.topic("audit-log"),
+                          [_audit_record(key, entries)])
+        value = req.model_dump_json(by_alias=True).encode()
+        await produce(settings.bootstrap(), settings.topic("actions"),
+                      [signed(key, "actions", req.target.key().encode(), value)])
 
     try:
         asyncio.run(go())
     except BrokerUnavailable as exc:
         raise CliError(str(exc)) from exc
+
+
+def _audit_record(key: Key, entries: list[AuditEntry]) -> Any:
+    """Entries as one audit-log record, as the worker writes them (healer.wire.AuditBatch), signed."""
+    from healer.wire import AuditBatch, encode
+
+    return signed(key, "audit-log", None, encode(AuditBatch(entries=[e.body() for e in entries])))
 
 
 def _wait(args: argparse.Namespace, action_id: str, since: str, done: set[str]) -> dict[str, Any] | None:
@@ -145,20 +156,20 @@ def _wait(args: argparse.Namespace, action_id: str, since: str, done: set[str]) 
 def _audit_refusal(settings: Any, action_id: str, reason: str, actor: str) -> None:
     import asyncio
 
-    from streams.client import OutRecord, produce
+    from streams.client import produce
 
     e = for_event("event.rejected", EventRef(id=f"cli:{uuid.uuid4().hex[:12]}"), datetime.now(UTC),
                   reason=reason, detail={"actor": actor}).model_copy(update={"action_id": action_id})
     try:
-        asyncio.run(produce(settings.bootstrap(), settings.topic("audit-log"),
-                            [OutRecord(e.routing_key().encode(), json.dumps(e.body()).encode())]))
+        key = signing_key(settings, "operate", actor.removeprefix("user:"))
+        asyncio.run(produce(settings.bootstrap(), settings.topic("audit-log"), [_audit_record(key, [e])]))
     except Exception as exc:  # the refusal itself stands even if it cannot be recorded
         print(f"healer: could not audit the refusal: {exc}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    actor = f"user:{args.actor or getpass.getuser()}"
+    actor = f"user:{signing_key(settings, 'operate', args.actor).identity}"
     catalog = default_catalog()
     spec = catalog.get(args.use)
     if spec is None:
@@ -199,9 +210,13 @@ def run(args: argparse.Namespace) -> int:
           + (" (dry run)" if req.dry_run else ""))
     if args.no_wait:
         return EXIT_OK
-    last = _wait(args, action_id, since, TERMINAL | {"action.succeeded"} if req.dry_run else TERMINAL)
+    done = TERMINAL | {"event.rejected"} | ({"action.succeeded"} if req.dry_run else set())
+    last = _wait(args, action_id, since, done)
     if last is None:
         print("healer: no worker finished it in time (is a worker running for this app id?)", file=sys.stderr)
+        return EXIT_FAIL
+    if last["kind"] == "event.rejected":  # the worker refused it: say why
+        print(f"healer: {last.get('reason')}", file=sys.stderr)
         return EXIT_FAIL
     return EXIT_OK if last["kind"] in ("action.verified", "action.succeeded") else EXIT_FAIL
 
@@ -210,7 +225,7 @@ def rollback(args: argparse.Namespace) -> int:
     from healer.cli.audit_cmd import _records
 
     settings = settings_from(args)
-    actor = f"user:{args.actor or getpass.getuser()}"
+    actor = f"user:{signing_key(settings, 'operate', args.actor).identity}"
     recs = [r for r in _records(args) if r.get("action_id") == args.action_id]
     first = next((r for r in recs if r.get("target") and r.get("use")), None)
     if first is None:

@@ -39,6 +39,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     v.add_argument("--checkpoint", help="a checkpoint from `healer audit checkpoint`: detects a truncated tail")
     v.add_argument("--allow-empty", action="store_true",
                    help="exit 0 on no records at all (by default that fails: wrong app id or broker?)")
+    v.add_argument("--keyring", help="check the records' MACs with this keyring's audit keys "
+                   "(default: HEALER_KEYRING_FILE or the app id's keyring on this machine)")
+    v.add_argument("--inputs", action="store_true",
+                   help="also read every input.batch range back from its input topic and recompute "
+                        "its digest (while retention keeps the records)")
     add_kafka_options(v)
     v.set_defaults(func=verify)
     c = ps.add_parser("checkpoint", help="write the chain heads (store them outside Kafka)")
@@ -79,7 +84,7 @@ def readable(rec: dict[str, Any]) -> str:
     return "  ".join(str(p) for p in parts)
 
 
-def _records(args: argparse.Namespace, follow: bool = False) -> Iterable[dict[str, Any]]:
+def _records(args: argparse.Namespace, follow: bool = False, annotate: bool = False) -> Iterable[dict[str, Any]]:
     import asyncio
     import queue
     import threading
@@ -94,7 +99,7 @@ def _records(args: argparse.Namespace, follow: bool = False) -> Iterable[dict[st
     async def pump() -> None:
         try:
             async for m in read_topic(settings.bootstrap(), topic, follow=follow):
-                q.put(m.value)
+                q.put((m.partition, m.offset, m.value))
         except BrokerUnavailable as exc:
             q.put(CliError(str(exc)))
         finally:
@@ -108,10 +113,20 @@ def _records(args: argparse.Namespace, follow: bool = False) -> Iterable[dict[st
             return
         if isinstance(item, CliError):
             raise item
+        partition, offset, value = item
         try:
-            yield json.loads(item)
-        except ValueError:
-            print("healer: skipping a record that is not JSON", file=sys.stderr)
+            rec = json.loads(value)
+        except (TypeError, ValueError):
+            rec = None
+        if not isinstance(rec, dict):
+            if not annotate:
+                print(f"healer: skipping a record that is not an audit record ({topic}[{partition}]"
+                      f"@{offset})", file=sys.stderr)
+                continue
+            rec = {"__raw__": True}
+        if annotate:
+            rec["__at__"] = f"{topic}[{partition}]@{offset}"
+        yield rec
 
 
 def _match(rec: dict[str, Any], args: argparse.Namespace) -> bool:
@@ -183,14 +198,85 @@ def show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _load(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _load(args: argparse.Namespace, annotate: bool = False) -> list[dict[str, Any]]:
     if getattr(args, "file", None):
         try:
             with open(args.file, encoding="utf-8") as fh:
-                return [json.loads(x) for x in fh if x.strip()]
+                lines = [(n, json.loads(x)) for n, x in enumerate(fh, 1) if x.strip()]
         except (OSError, ValueError) as exc:
             raise CliError(f"cannot read {args.file}: {exc}") from exc
-    return list(_records(args))
+        out = []
+        for n, rec in lines:
+            rec = rec if isinstance(rec, dict) else {"__raw__": True}
+            if annotate:
+                rec["__at__"] = f"{args.file}:{n}"
+            out.append(rec)
+        return out
+    return list(_records(args, annotate=annotate))
+
+
+def _verify_inputs(args: argparse.Namespace, recs: list[dict[str, Any]]) -> list[str]:
+    """Recompute every ``input.batch`` digest from its input topic; the problems, one line each.
+    Ranges retention already deleted are reported on stderr, not as failures."""
+    import asyncio
+
+    from healer.ingest import records_digest
+    from streams.client import BrokerUnavailable, read_range
+
+    settings = settings_from(args)
+    batches = [r["detail"] for r in recs if r.get("kind") == "input.batch" and isinstance(r.get("detail"), dict)]
+    spans: dict[tuple[str, int], tuple[int, int]] = {}
+    for d in batches:
+        k = (str(d["topic"]), int(d["partition"]))
+        lo, hi = spans.get(k, (d["first_offset"], d["last_offset"]))
+        spans[k] = (min(lo, d["first_offset"]), max(hi, d["last_offset"]))
+
+    async def read() -> dict[tuple[str, int], dict[int, bytes | None]]:
+        out = {}
+        for (topic, p), (lo, hi) in spans.items():
+            out[(topic, p)] = {r.offset: r.value for r in
+                               await read_range(settings.bootstrap(), topic, p, lo, hi + 1, timeout=300)}
+        return out
+
+    try:
+        values = asyncio.run(read())
+    except BrokerUnavailable as exc:
+        raise CliError(str(exc)) from exc
+    problems, gone, ok = [], 0, 0
+    for d in batches:
+        have = values[(str(d["topic"]), int(d["partition"]))]
+        offsets = range(d["first_offset"], d["last_offset"] + 1)
+        if any(o not in have for o in offsets):
+            gone += 1
+            continue
+        if records_digest(have[o] for o in offsets) != d.get("sha256"):
+            problems.append(f"input.batch {d['topic']}:{d['partition']}:{d['first_offset']}-{d['last_offset']}: "
+                            "the input records differ from their digest (changed after ingest?)")
+        else:
+            ok += 1
+    print(f"healer: input.batch digests: {ok} match, {len(problems)} differ, {gone} no longer in the input "
+          "topic (retention)", file=sys.stderr)
+    return problems
+
+
+def _keyring(args: argparse.Namespace) -> Any:
+    """The audit keys to check MACs with: ``--keyring``, else the settings' keyring if there is
+    one (None, with a note on stderr, when there is none)."""
+    from healer.keys import KeyringError
+
+    settings = settings_from(args, keyring_file=getattr(args, "keyring", None))
+    try:
+        ring = settings.keyring()
+    except KeyringError as exc:
+        if getattr(args, "keyring", None):
+            raise CliError(str(exc)) from None
+        print(f"healer: MACs not checked: no keyring ({settings.keyring_path()}; --keyring FILE "
+              "or HEALER_KEYRING_FILE): a forged record with a valid hash link would pass", file=sys.stderr)
+        return None
+    if not ring.with_role("audit"):
+        print(f"healer: MACs not checked: {settings.keyring_path()} has no audit key", file=sys.stderr)
+        return None
+    return ring
 
 
 def _sign(body: dict[str, Any]) -> str | None:
@@ -244,7 +330,7 @@ def schema(args: argparse.Namespace) -> int:
 
 
 def verify(args: argparse.Namespace) -> int:
-    from healer.chain import Checkpoint
+    from healer.chain import ChainProblem, Checkpoint
     from healer.chain import verify as verify_chain
 
     cp = None
@@ -260,7 +346,7 @@ def verify(args: argparse.Namespace) -> int:
             print("FAIL checkpoint signature does not match (HEALER_AUDIT_KEY)")
             return EXIT_FAIL
         cp = Checkpoint.from_json(raw)
-    recs = _load(args)
+    recs = _load(args, annotate=True)
     if not recs:
         where = f"file {args.file} has none" if args.file else topic_note(args)[0]
         hint = "" if args.allow_empty else "; nothing was verified (--allow-empty accepts that)"
@@ -268,9 +354,18 @@ def verify(args: argparse.Namespace) -> int:
         if not args.allow_empty:
             print("FAILED: 0 records, chains -")
             return EXIT_FAIL
-    report = verify_chain(recs, checkpoint=cp)
+    report = verify_chain(recs, checkpoint=cp, keyring=_keyring(args))
     for prob in report.problems:
         print(f"FAIL {prob}")
     chains = ", ".join(f"{c}:{n}" for c, n in sorted(report.chains.items()))
-    print(f"{'ok' if report.ok else 'FAILED'}: {report.records} records, chains {chains or '-'}")
+    if getattr(args, "inputs", False):
+        bad_inputs = _verify_inputs(args, recs)
+        for line in bad_inputs:
+            print(f"FAIL {line}")
+        if bad_inputs:
+            report.problems.append(ChainProblem("-", None, f"{len(bad_inputs)} input.batch digest(s) differ"))
+    macs = "MACs checked" if report.macs_checked else "MACs not checked"
+    if report.unkeyed:
+        macs += f" ({report.unkeyed} records sealed before the audit key)"
+    print(f"{'ok' if report.ok else 'FAILED'}: {report.records} records, chains {chains or '-'}; {macs}")
     return EXIT_OK if report.ok else EXIT_FAIL

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any, NoReturn
 
+from healer.commands import sign
+from healer.keys import Key, KeyringError
 from healer.settings import Settings
 
 EXIT_OK = 0
@@ -63,6 +65,43 @@ def require_worker(settings: Settings) -> None:
             f"(`healer run --app-id {settings.app_id}`) or pass the right --app-id / "
             "--bootstrap-servers (env HEALER_APP_ID, HEALER_BOOTSTRAP_SERVERS)"
         )
+
+
+def signing_key(settings: Settings, role: str, identity: str | None = None) -> Key:
+    """The key the CLI signs a command with (healer.commands), and so who it acts as: the key of
+    ``identity`` (``--actor``), else ``HEALER_SIGNING_KEY`` (a key id of the keyring), else the
+    keyring's one key with ``role`` that is not the worker's own."""
+    import os
+
+    try:
+        ring = settings.keyring()
+    except KeyringError as exc:
+        raise CliError(str(exc)) from None
+    if identity:
+        mine = [k for k in ring.with_role(role) if k.identity == identity and "worker" not in k.roles]
+        if not mine:
+            raise CliError(f"no key of {identity!r} with role {role!r} in {settings.keyring_path()}: "
+                           "you act as the key you sign with")
+        return mine[0]
+    wanted = os.environ.get("HEALER_SIGNING_KEY")
+    if wanted:
+        key = ring.get(wanted)
+        if key is None or role not in key.roles:
+            raise CliError(f"HEALER_SIGNING_KEY={wanted}: no key of {settings.keyring_path()} with role {role!r}")
+        return key
+    people = [k for k in ring.with_role(role) if "worker" not in k.roles]
+    if len(people) != 1:
+        found = ", ".join(k.id for k in people) or "none"
+        raise CliError(f"{settings.keyring_path()} has {len(people)} keys with role {role!r} ({found}): "
+                       "set HEALER_SIGNING_KEY to the id of yours")
+    return people[0]
+
+
+def signed(key: Key, kind: str, record_key: bytes | None, value: bytes) -> Any:
+    """A record for ``kind``'s topic, signed with ``key`` (a streams.client.OutRecord)."""
+    from streams.client import OutRecord
+
+    return OutRecord(record_key, value, headers=sign(key, kind, value))
 
 
 def target_text(t: dict[str, Any] | None) -> str:

@@ -23,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser("emit", help="produce JSON / JSON lines to the alerts or metrics topic")
     p.add_argument("file", metavar="FILE|-")
     p.add_argument("--topic", choices=["alerts", "metrics"], help="default: from the line, else alerts")
+    p.add_argument("--batch", type=int, default=500, metavar="N",
+                   help="metric samples per record, per partition key (default 500; 1: a record each)")
     add_kafka_options(p)
     p.set_defaults(func=run)
 
@@ -42,8 +44,17 @@ def _key(topic: str, value: Any) -> bytes | None:
     return partition_key({str(k): str(v) for k, v in labels.items()})
 
 
-def parse_input(text: str, topic: str | None) -> list[tuple[str, bytes | None, bytes, int | None]]:
-    """(topic, key, value, timestamp_ms) per record, in input order."""
+MAX_BATCH_BYTES = 256 * 1024  # a record of samples stays well below the 1 MiB input limit
+
+
+def parse_input(text: str, topic: str | None, batch: int = 1) -> list[tuple[str, bytes | None, bytes, int | None]]:
+    """(topic, key, value, timestamp_ms) per record, in input order.
+
+    ``batch`` > 1 packs metric samples into records of up to that many samples, one record per
+    partition key (the recommended producer format: docs/architecture.md, "Records inside the
+    pipeline"); a sample without a ``timestamp`` gets its line's time (or none), so its event
+    time is what it would have been in a record of its own. Alerts stay one record each.
+    """
     stripped = text.strip()
     docs: list[Any]
     try:
@@ -60,7 +71,7 @@ def parse_input(text: str, topic: str | None) -> list[tuple[str, bytes | None, b
                 docs.append(json.loads(line))
             except ValueError as exc:
                 raise CliError(f"line {n}: not JSON: {exc}") from exc
-    out = []
+    out: list[tuple[str, bytes | None, Any, int | None]] = []
     for doc in docs:
         ts: int | None = None
         t = topic
@@ -74,8 +85,32 @@ def parse_input(text: str, topic: str | None) -> list[tuple[str, bytes | None, b
             value = doc[k]
             t = t or ("metrics" if k == "metric" else "alerts")
         t = t or "alerts"
-        raw = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-        out.append((t, _key(t, value), raw, ts))
+        out.append((t, _key(t, value), value, ts))
+    return _pack(out, batch)
+
+
+def _pack(docs: list[tuple[str, bytes | None, Any, int | None]], batch: int) -> list[tuple[str, bytes | None, bytes, int | None]]:
+    def dump(v: Any) -> bytes:
+        return json.dumps(v, separators=(",", ":"), ensure_ascii=False).encode()
+
+    if batch <= 1:
+        return [(t, k, dump(v), ts) for t, k, v, ts in docs]
+    out: list[tuple[str, bytes | None, bytes, int | None]] = []
+    open_: dict[bytes | None, tuple[list[Any], int | None, list[int]]] = {}
+    for t, k, v, ts in docs:
+        if t != "metrics":
+            out.append((t, k, dump(v), ts))
+            continue
+        for sample in v if isinstance(v, list) else [v]:
+            if isinstance(sample, dict) and "timestamp" not in sample and ts is not None:
+                sample = {**sample, "timestamp": ts / 1000.0}
+            samples, first, size = open_.setdefault(k, ([], ts, [0]))
+            samples.append(sample)
+            size[0] += len(dump(sample)) + 1
+            if len(samples) >= batch or size[0] >= MAX_BATCH_BYTES:
+                out.append(("metrics", k, dump(samples), first))
+                del open_[k]
+    out += [("metrics", k, dump(samples), first) for k, (samples, first, _) in open_.items()]
     return out
 
 
@@ -93,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
                 text = fh.read()
     except OSError as exc:
         raise CliError(f"cannot read {args.file}: {exc}") from exc
-    records = parse_input(text, args.topic)
+    records = parse_input(text, args.topic, max(1, args.batch))
     by_topic: dict[str, list[OutRecord]] = {}
     for t, key, value, ts in records:
         by_topic.setdefault(settings.topic(t), []).append(OutRecord(key, value, ts))

@@ -11,15 +11,17 @@ partition), so expiry goes through the same rule.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from healer.approvals import Pending, admit_request, apply, parse_message
 from healer.audit import AuditEntry, for_action, for_event
+from healer.commands import acts_as, verify
 from healer.models import ActionRequest, EventRef
 from healer.wire import WireError, decode_approval_request
 from streams.codec import dumps, loads
 from streams.outbox import Send
-from streams.stages.base import StageContext, delivery, now, table_set
+from streams.stages.base import StageContext, delivery, headers_of, now, source, table_set
 
 
 class ApprovalsStage:
@@ -45,7 +47,15 @@ class ApprovalsStage:
             changed: dict[str, tuple[Pending, Any]] = {}  # action id -> (row, event of its partition)
             for ev in events:
                 where = delivery(ev)
-                if ev.message.topic == names.approval_requests:
+                kind = "approval-requests" if ev.message.topic == names.approval_requests else "approvals"
+                signer = verify(ctx.keyring, kind, ev.value, headers_of(ev))
+                if isinstance(signer, str):  # never acted on; audited under the refusal rate limit
+                    audit += ctx.refusals.admit(for_event(
+                        "event.rejected", EventRef(id=where), at, reason=signer,
+                        detail={"topic": ev.message.topic, "partition": ev.message.partition,
+                                "offset": ev.message.offset}), source(ev), at)
+                    continue
+                if kind == "approval-requests":
                     try:
                         asked = decode_approval_request(ev.value)
                     except WireError as exc:
@@ -63,10 +73,14 @@ class ApprovalsStage:
                 if isinstance(msg, str):
                     audit.append(for_event("event.rejected", EventRef(id=where), at, reason=msg))
                     continue
+                # a person's key decides as that person, whatever the message says
+                msg = replace(msg, actor=acts_as(signer, msg.actor).removeprefix("user:"))
                 pend = self._row(msg.action_id, changed)
                 result = apply(pend, msg, at, keyed_by_action=ev.key == msg.action_id.encode())
                 if result.forward:  # produced with another key: to the partition that owns the action
-                    records.append((names.approvals, msg.action_id.encode(), ev.value))
+                    forwarded = dumps({"action_id": msg.action_id, "decision": msg.decision,
+                                       "actor": msg.actor, "reason": msg.reason})
+                    records.append((names.approvals, msg.action_id.encode(), forwarded))
                 elif result.refusal is not None:
                     audit.append(for_event("event.rejected", EventRef(id=where), at, reason=result.refusal))
                 elif result.pending is not None and pend is not None:
@@ -80,7 +94,8 @@ class ApprovalsStage:
 
             async def once(audit: list[AuditEntry] = audit, records: list[tuple[str, bytes, bytes]] = records) -> None:
                 ob = ctx.outbox
-                sends: list[Send] = [*ob.audit(audit), *(ob.send(t, k, v) for t, k, v in records)]
+                sends: list[Send] = [*ob.audit(audit)]
+                sends += [ctx.signed(t, "actions" if t == names.actions else "approvals", k, v) for t, k, v in records]
                 await ob.deliver(sends)
 
             await ctx.retrying(self.name, once)
@@ -93,10 +108,11 @@ class ApprovalsStage:
         due = [aid for aid, raw in list(self.pending.items()) if raw and Pending.from_json(raw).due(at)]
         if not due:
             return
-        ob = self.ctx.outbox
-        topic = self.ctx.names.approvals
-        await ob.deliver([ob.send(topic, aid.encode(), dumps({"action_id": aid, "decision": "expire",
-                                                                "actor": "healer"})) for aid in due])
+        ob, ctx = self.ctx.outbox, self.ctx
+        topic = ctx.names.approvals
+        await ob.deliver([ctx.signed(topic, "approvals", aid.encode(),
+                                     dumps({"action_id": aid, "decision": "expire", "actor": "healer"}))
+                          for aid in due])
 
     def pending_count(self) -> int:
         try:

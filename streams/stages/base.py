@@ -18,14 +18,24 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from faust.streams import _current_event
 
+from healer.audit import AuditEntry, for_event
+from healer.catalog import Catalog
+from healer.commands import sign
 from healer.engine import EngineSettings
+from healer.execguard import ExecutionRules
 from healer.index import PolicySet
 from healer.ingest import InputRecord
+from healer.keys import Keyring
+from healer.models import EventRef
+from healer.refusals import RefusalRule, RefusalState, Summary
+from healer.refusals import admit as admit_refusal
+from healer.refusals import close as close_refusals
 from healer.settings import Settings
+from healer.timeutil import format_time
 from streams.batching import ready_batches
 from streams.gaps import GapGuard
 from streams.metrics import Metrics
-from streams.outbox import Outbox
+from streams.outbox import Outbox, Send
 from streams.topics import TopicNames
 
 log = logging.getLogger("healer.worker")
@@ -61,6 +71,47 @@ def delivery(event: Any) -> str:
     return f"{msg.topic}:{msg.partition}:{msg.offset}"
 
 
+def source(event: Any) -> str:
+    """``topic:partition`` of the record behind ``event`` (a refusal's origin, when rate-limited)."""
+    msg = event.message
+    return f"{msg.topic}:{msg.partition}"
+
+
+def headers_of(event: Any) -> list[tuple[str, bytes]]:
+    """The Kafka headers of the record behind ``event`` (Faust events and read-back records)."""
+    raw = getattr(event, "headers", None)
+    if raw is None:
+        raw = getattr(event.message, "headers", None)
+    if isinstance(raw, dict):
+        return [(str(k), v) for k, v in raw.items()]
+    return [(str(k), v) for k, v in (raw or ())]
+
+
+class Refusals:
+    """Refused records of a stage, audited under the refusal rate limit (healer.refusals):
+    the first of a window one by one, the rest as one aggregated entry, so a flood of
+    forged records costs a bounded number of audit records."""
+
+    def __init__(self, rule: RefusalRule) -> None:
+        self.rule = rule
+        self.state = RefusalState()
+
+    def admit(self, entry: AuditEntry, origin: str, at: datetime) -> list[AuditEntry]:
+        """The entries to write for this refusal (none while its window is counting)."""
+        self.state, one_by_one, summary = admit_refusal(self.state, self.rule, at, entry.reason or "", origin)
+        out = [self._summary(summary, at)] if summary is not None else []
+        return [*out, entry] if one_by_one else out
+
+    def due(self, at: datetime) -> list[AuditEntry]:
+        self.state, summary = close_refusals(self.state, self.rule, at)
+        return [self._summary(summary, at)] if summary is not None else []
+
+    @staticmethod
+    def _summary(s: Summary, at: datetime) -> AuditEntry:
+        return for_event("event.rejected", EventRef(id=f"refusals:{format_time(s.start)}"), at,
+                         reason=s.reason(), detail=s.detail())
+
+
 @dataclass
 class StageContext:
     app: Any  # faust.App
@@ -73,6 +124,17 @@ class StageContext:
     gaps: GapGuard
     outbox: Outbox
     partition_counts: dict[str, int]
+    keyring: Keyring
+    rules: ExecutionRules
+    catalog: Catalog
+    refusals: Refusals
+
+    def signed(self, topic: str, kind: str, key: bytes | None, value: bytes) -> Send:
+        """A record for a command topic, signed with the worker's key (healer.commands)."""
+        signer = self.keyring.signing_key()
+        if signer is None:  # streams.keyfile.ensure refuses to start without one
+            raise RuntimeError("the worker has no signing key")
+        return self.outbox.send(topic, key, value, headers=sign(signer, kind, value))
 
     def partitions(self, topic: str) -> int:
         """Partitions of ``topic`` (read from the cluster at start; the setting until then)."""

@@ -14,12 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from healer.audit import AuditEntry, for_event
+from healer.commands import verify
 from healer.decider import DecideOutputs, decide_batch
 from healer.models import EventRef
 from healer.state import GlobalState, TargetRow, decode_row, encode_row
 from healer.wire import SignalBatch, WireError, decode_signals, encode
 from streams.outbox import Send
-from streams.stages.base import StageContext, delivery, now, table_set
+from streams.stages.base import StageContext, delivery, headers_of, now, source, table_set
 
 
 class DecideStage:
@@ -43,6 +44,11 @@ class DecideStage:
             owner: dict[str, Any] = {}  # target key -> an event of its partition (changelog writes)
             bad: list[AuditEntry] = []
             for ev in events:
+                signer = verify(ctx.keyring, "signals", ev.value, headers_of(ev))
+                if isinstance(signer, str):  # not from ingest: never decided on
+                    bad += ctx.refusals.admit(for_event("event.rejected", EventRef(id=delivery(ev)), at,
+                                                        reason=signer), source(ev), at)
+                    continue
                 try:
                     b = decode_signals(ev.value)
                 except WireError as exc:
@@ -58,10 +64,12 @@ class DecideStage:
             async def once(out: DecideOutputs = out, bad: list[AuditEntry] = bad) -> None:
                 ob = ctx.outbox
                 sends: list[Send] = [
-                    ob.send(names.actions, req.target.key().encode(), req.model_dump_json(by_alias=True).encode())
+                    ctx.signed(names.actions, "actions", req.target.key().encode(),
+                               req.model_dump_json(by_alias=True).encode())
                     for req in out.actions
                 ]
-                sends += [ob.send(names.approval_requests, a.action_id.encode(), encode(a)) for a in out.approvals]
+                sends += [ctx.signed(names.approval_requests, "approval-requests", a.action_id.encode(), encode(a))
+                          for a in out.approvals]
                 sends += ob.audit([*bad, *out.audit])
                 await ob.deliver(sends)
 

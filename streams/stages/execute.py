@@ -21,6 +21,8 @@ from typing import Any
 
 from actions.runner import Runner
 from healer.audit import AuditEntry, for_action, for_event
+from healer.commands import acts_as, verify
+from healer.execguard import effective, refusal
 from healer.ledger import (
     Interrupted,
     LedgerEntry,
@@ -34,7 +36,7 @@ from healer.ledger import (
 )
 from healer.models import ActionRequest, EventRef
 from streams.outbox import AuditWriter
-from streams.stages.base import StageContext, delivery, now, table_set
+from streams.stages.base import StageContext, delivery, headers_of, now, source, table_set
 
 log = logging.getLogger("healer.worker")
 
@@ -93,12 +95,20 @@ class ExecuteStage:
 
     async def _one(self, ev: Any) -> None:
         where = delivery(ev)
+        signer = verify(self.ctx.keyring, "actions", ev.value, headers_of(ev))
+        if isinstance(signer, str):  # never acted on: not parsed further, nothing snapshotted
+            await self._refuse(for_event("event.rejected", EventRef(id=where), now(), reason=signer,
+                                         detail={"topic": ev.message.topic, "partition": ev.message.partition,
+                                                 "offset": ev.message.offset}), ev)
+            return
         try:
             req = ActionRequest.model_validate_json(ev.value or b"")
         except ValueError as exc:
             await self.writer.write(for_event("event.rejected", EventRef(id=where), now(),
                                               reason=f"invalid action request: {str(exc)[:500]}"))
             return
+        # an operator's key acts as that operator; the worker in dry-run runs everything dry
+        req = effective(req.model_copy(update={"actor": acts_as(signer, req.actor)}), self.ctx.rules)
         lock = self.locks.setdefault(req.target.key(), asyncio.Lock())
         async with lock:  # never two actions on one target at once
             if req.op == "rollback":
@@ -109,6 +119,7 @@ class ExecuteStage:
     async def _run(self, req: ActionRequest, ev: Any, where: str) -> None:
         at = now()
         adm = admit(self.entry(req.action_id), req, at, delivery=where,
+                    refusal=refusal(req, self.ctx.catalog, self.ctx.policies, self.ctx.rules),
                     running_here=req.action_id in self.in_flight)
         if not isinstance(adm, Run):
             await self.writer.write(adm.audit)
@@ -142,14 +153,23 @@ class ExecuteStage:
     async def _rollback(self, req: ActionRequest, ev: Any, where: str) -> None:
         """An operator's rollback: restore the ledger's snapshot through the runner."""
         entry = self.entry(req.action_id)
-        refusal = rollback_refusal(entry, req.action_id, req.use)
-        if refusal is not None or entry is None:
-            await self.writer.write(rollback_refused(req, refusal or "no ledger entry", now(), where))
+        why = rollback_refusal(entry, req.action_id, req.use)
+        if why is None and self.ctx.rules.dry_run:
+            why = "this worker runs in dry-run and changes nothing: roll back from a worker that acts"
+        if why is None and entry is not None:
+            why = refusal(ActionRequest.model_validate(entry.request), self.ctx.catalog, self.ctx.policies,
+                          self.ctx.rules)
+        if why is not None or entry is None:
+            await self.writer.write(rollback_refused(req, why or "no ledger entry", now(), where))
             return
         original = ActionRequest.model_validate(entry.request)
         out = await self.runner.rollback(original, entry.before or {}, actor=req.actor,
                                          reason=req.reason or "operator rollback")
         table_set(self.ledger, ev, req.action_id, rolled_back(entry, out.status, req.actor, out.reason).to_json())
+
+    async def _refuse(self, entry: AuditEntry, ev: Any) -> None:
+        for e in self.ctx.refusals.admit(entry, source(ev), now()):
+            await self.writer.write(e)
 
     async def on_revoked(self, partitions: set[int]) -> None:
         """Let running actions of the partitions taken away finish (bounded) before another

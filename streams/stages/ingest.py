@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from healer.commands import sign
 from healer.ingest import IngestPlan, InputRecord, Router, plan_batch
 from healer.partitioner import PartitionCache
 from healer.wire import encode_signals
@@ -157,10 +158,14 @@ class IngestStage:
         sends: list[Send] = []
         for plan in plans:
             sends += [out.send(names.deadletter, key, dumps(dl)) for key, dl in plan.deadletters]
-            sends += [out.send(names.signals, None, raw, p) for p, b in plan.signals.items()
-                      for raw in encode_signals(b)]
+            sends += [out.send(names.signals, None, raw, p, headers=self._sign(raw))
+                      for p, b in plan.signals.items() for raw in encode_signals(b)]
             sends += out.audit(plan.audit)
         return sends
+
+    def _sign(self, raw: bytes) -> list[tuple[str, bytes]] | None:
+        key = self.ctx.keyring.signing_key()
+        return sign(key, "signals", raw) if key is not None else None
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, tuple[int, str]]) -> None:
         async def once() -> None:

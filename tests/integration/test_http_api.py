@@ -35,7 +35,7 @@ from streams import http
 from streams.app import HealerApp
 from streams.broker import EmbeddedKafka
 from streams.client import ensure_topics
-from tests.workers import free_port, read_until
+from tests.workers import free_port, keyring_for, read_until
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,8 @@ def make_healer(tmp: Path, app_id: str, bootstrap: str, **settings: Any) -> Heal
     pol.mkdir(exist_ok=True)
     (pol / "p.yaml").write_text(POLICY)
     s = Settings(app_id=app_id, bootstrap_servers=bootstrap, policies=[str(pol)],
-                 data_dir=str(tmp / "data"), topic_partitions=3, **settings)
+                 data_dir=str(tmp / "data"), topic_partitions=3, keyring_file=str(keyring_for(app_id)),
+                 **settings)
     reg = ExecutorRegistry()
     reg.register(NoopExecutor())
     return HealerApp(s, load_policy_set(s.policies), reg)

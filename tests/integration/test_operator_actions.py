@@ -49,7 +49,7 @@ def alert(name: str, dep: str) -> bytes:
 
 
 def cli(bootstrap: str, app: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return healer_cli(bootstrap, app, *args, USER="carol")
+    return healer_cli(bootstrap, app, *args, HEALER_SIGNING_KEY="carol")
 
 
 def kinds_of(audit: list[dict], aid: str) -> list[str]:

@@ -119,3 +119,76 @@ def test_missing_chain_is_truncation() -> None:
     cp = checkpoint_of(chain("0", 3) + chain("1", 3))
     c, _, why = first_problem(chain("0", 3), checkpoint=cp)
     assert c == "1" and "truncated" in why
+
+
+# ---------------------------------------------------------------- keyed audit (MACs)
+
+def _keyed_chain(n: int, key: object = None, start: int = 0) -> list[dict]:
+    from healer.keys import parse
+
+    ring = parse(f"seal: s\nkeys: [{{id: s, secret: {'d' * 64}, roles: [audit]}}]", lambda p: b"")
+    head = ChainHead("0")
+    out = []
+    for i in range(n):
+        out.append(seal({"schema": "healer.audit/v1", "id": f"e{i}", "kind": "event.received",
+                         "source": {"partition": 0, "offset": start + i}}, head, ring.sealing_key()))
+    return out
+
+
+def _ring():
+    from healer.keys import parse
+
+    return parse(f"keys: [{{id: s, secret: {'d' * 64}, roles: [audit]}}]", lambda p: b"")
+
+
+def test_a_forged_record_with_a_valid_link_is_named_and_left_out() -> None:
+    from healer.chain import record_hash as rh
+
+    recs = _keyed_chain(3)
+    forged = {**recs[-1], "seq": 3, "id": "forged", "prev_hash": recs[-1]["hash"], "__at__": "audit[0]@3"}
+    forged.pop("mac")
+    forged.pop("kid")
+    forged["hash"] = rh(forged)
+    assert verify([*recs, forged]).ok  # a plain hash chain cannot tell
+    report = verify([*recs, forged], keyring=_ring())
+    assert not report.ok and report.foreign == 1 and report.chains == {"0": 3}
+    assert "foreign record" in str(report.problems[0]) and "audit[0]@3" in str(report.problems[0])
+    # a record whose MAC is valid but whose content was changed breaks the chain as before
+    changed = [recs[0], {**recs[1], "kind": "action.verified"}, recs[2]]
+    assert "changed" in str(verify(changed, keyring=_ring()).problems[0])
+
+
+def test_records_sealed_before_keying_are_hash_checked_only() -> None:
+    plain_head = ChainHead("0")
+    old = [seal({"schema": "healer.audit/v1", "id": f"o{i}", "kind": "event.received"}, plain_head) for i in range(2)]
+    keyed = _keyed_chain(1)
+    keyed[0] = seal({"schema": "healer.audit/v1", "id": "k0", "kind": "event.received"},
+                    ChainHead("0", 2, old[-1]["hash"]), _ring().keys["s"])
+    report = verify([*old, *keyed], keyring=_ring())
+    assert report.ok and report.unkeyed == 2
+    # ...but an unsigned record after a MAC'd one is foreign
+    late = seal({"schema": "healer.audit/v1", "id": "late", "kind": "event.received"},
+                ChainHead("0", 3, keyed[0]["hash"]))
+    assert verify([*old, *keyed, late], keyring=_ring()).foreign == 1
+
+
+def test_resume_point_trusts_only_genuine_records() -> None:
+    from healer.chain import record_hash as rh
+    from healer.chain import resume_point
+
+    recs = _keyed_chain(4)
+    point = resume_point("0", recs, _ring(), log_end=10)
+    assert (point.head.next_seq, point.source, point.ids) == (4, (3, -1), ["e0", "e1", "e2", "e3"])
+    huge = {**recs[-1], "seq": 4, "prev_hash": recs[-1]["hash"], "source": {"partition": 0, "offset": 10**9}}
+    huge.pop("mac")
+    huge.pop("kid")
+    huge["hash"] = rh(huge)
+    point = resume_point("0", [*recs, huge], _ring(), log_end=10)
+    assert point.head.next_seq == 4 and point.source == (3, -1) and len(point.foreign) == 1
+    # without a key only the source offset gives it away (as the issue found: keying is the fix)
+    point = resume_point("0", [*recs, huge], None, log_end=10)
+    assert point.source == (3, -1) and "not in the audit-log" in point.foreign[0]["why"]
+    # a genuine record after the forgery continues the last genuine one
+    nxt = _keyed_chain(5)[4]
+    point = resume_point("0", [*recs, huge, nxt], _ring(), log_end=10)
+    assert point.head.next_seq == 5 and point.source == (4, -1)

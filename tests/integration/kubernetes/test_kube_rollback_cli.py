@@ -71,7 +71,7 @@ def test_cli_rollback_fails_on_403_then_retries_5xx_and_rolls_back(
         # permanent: 403 on the uncordon -> one attempt, exit 1, the reason on the CLI's output
         fault_proxy.clear()
         fault_proxy.add(Fault(403, method="PATCH", path=NODE_PATH, message="nodes are locked"))
-        first = healer_cli(kafka_bootstrap, app, "rollback", aid, "--reason", "node is fine", USER="carol")
+        first = healer_cli(kafka_bootstrap, app, "rollback", aid, "--reason", "node is fine", HEALER_SIGNING_KEY="carol")
         assert first.returncode == 1, first.stdout + first.stderr + w.log_tail()
         line = next(x for x in first.stdout.splitlines() if "action.rollback_failed" in x)
         assert f"action={aid}" in line and "actor=user:carol" in line
@@ -84,7 +84,7 @@ def test_cli_rollback_fails_on_403_then_retries_5xx_and_rolls_back(
         # transient: 503 then 429 -> retried by the worker's runner, then rolled back
         fault_proxy.clear()
         fault_proxy.add(Fault(sequence=(503, 429), method="PATCH", path=NODE_PATH))
-        second = healer_cli(kafka_bootstrap, app, "rollback", aid, USER="carol")
+        second = healer_cli(kafka_bootstrap, app, "rollback", aid, HEALER_SIGNING_KEY="carol")
         assert second.returncode == 0, second.stdout + second.stderr + w.log_tail()
         assert any("action.rolled_back" in x for x in second.stdout.splitlines()), second.stdout
         assert fault_proxy.count("PATCH", NODE_PATH, injected=True) == 2
@@ -92,7 +92,7 @@ def test_cli_rollback_fails_on_403_then_retries_5xx_and_rolls_back(
         assert not admin.node(NODE)["spec"].get("unschedulable")
         assert ledger_entry(kafka_bootstrap, app, aid, "rolled_back")["rollback_reason"] == "operator rollback"
 
-        third = healer_cli(kafka_bootstrap, app, "rollback", aid, USER="carol")
+        third = healer_cli(kafka_bootstrap, app, "rollback", aid, HEALER_SIGNING_KEY="carol")
         assert third.returncode == 0 and "already rolled back" in third.stdout
 
         audit = read_until(kafka_bootstrap, f"{app}.audit", lambda r: any(
