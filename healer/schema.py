@@ -131,10 +131,15 @@ def audit_schema() -> dict[str, Any]:
                 "description": "the audit-log partition, offset and (for a record that carried "
                 "several entries) index it was sealed from (extension)",
                 "properties": {"partition": {"type": "integer"}, "offset": {"type": "integer"},
-                               "index": {"type": "integer"}},
+                               "index": {"type": "integer"},
+                               "note": {"type": "boolean", "description": "a sealer's note on foreign "
+                                        "records: it stands for no audit-log entry"}},
             },
             "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "kid": {"type": "string", "description": "id of the audit key that made mac (keyed audit)"},
             "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$",
-                     "description": "SHA-256 of the canonical JSON of the record without hash"},
+                     "description": "SHA-256 of the canonical JSON of the record without hash and mac"},
+            "mac": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                    "description": "HMAC-SHA256 of hash under the audit key kid (keyed audit)"},
         },
     }

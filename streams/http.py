@@ -413,8 +413,9 @@ class Api:
 
     async def _audit(self, entry: AuditEntry) -> None:
         try:
+            # keyed like the worker's entries (healer.partitioner): one action's records share a chain
             await self.publisher.send(self.names.audit_log,
-                                      [(None, encode(AuditBatch(entries=[entry.body()])))],
+                                      [(entry.routing_key().encode(), encode(AuditBatch(entries=[entry.body()])))],
                                       timeout=AUDIT_TIMEOUT, signer=self.signer, kind="audit-log")
         except BrokerUnavailable as exc:
             log.error("could not audit a refused request (%s): %s", entry.reason, exc)

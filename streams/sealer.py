@@ -251,8 +251,11 @@ class Sealer:
                                 "(forged or foreign); the chain continues from the last genuine record",
                          detail={"foreign": found, "count": len(pc.foreign)}).body()
         note["id"] = eid
+        # the note has no audit-log entry of its own: it carries the last genuine record's position
+        # (so a resume after it starts where it would have) and says it is a note
         body = {**note, "source": {"partition": partition, "offset": pc.last_source_offset,
-                                   **({"index": pc.last_source_index} if pc.last_source_index >= 0 else {})}}
+                                   **({"index": pc.last_source_index} if pc.last_source_index >= 0 else {}),
+                                   "note": True}}
         rec = seal(body, pc.head, self.key)
         pc.remember(eid)
         await (await producer.send(self.audit_topic, dumps(rec), partition=partition))

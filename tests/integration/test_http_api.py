@@ -76,6 +76,15 @@ def am_payload(*deployments: str) -> dict[str, Any]:
     }
 
 
+def unsealed(bootstrap: str, app: str, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` unsealed entries the API wrote to ``{app}.audit-log`` (no sealer runs in
+    these in-process tests), unpacked from their batch records (healer.wire.AuditBatch)."""
+    def entries(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for r in recs for e in r.get("entries", [])]
+
+    return entries(read_until(bootstrap, f"{app}.audit-log", lambda r: len(entries(r)) >= n, timeout=30))
+
+
 def make_healer(tmp: Path, app_id: str, bootstrap: str, **settings: Any) -> HealerApp:
     pol = tmp / "policies"
     pol.mkdir(exist_ok=True)
@@ -169,7 +178,7 @@ def test_webhook_lands_on_kafka_split_by_target_and_rejects_bad_payloads(
     assert [x["labels"]["deployment"] for x in c["alerts"]] == ["vllm-c"]
     assert b["version"] == c["version"] == "4" and b["groupKey"] == multi["groupKey"]
     # every refused payload is audited (under the refusal rate limit), as the webhook identity
-    audit = read_until(kafka_bootstrap, f"{app}.audit-log", lambda r: len(r) >= 5, timeout=30)
+    audit = unsealed(kafka_bootstrap, app, 5)
     assert sorted((r["reason"], r["actor"], r["detail"]["http"]["status"]) for r in audit) == [
         ("alert webhook payload refused: not JSON", "user:webhook", 400),
         ("alert webhook payload refused: schema", "user:webhook", 400),
@@ -197,7 +206,7 @@ def test_webhook_token_cannot_decide_403_and_audits(
                 assert r.status == 200 and (await r.json()) == {"approvals": []}
 
     asyncio.run(go())
-    recs = read_until(kafka_bootstrap, f"{app}.audit-log", lambda r: len(r) >= 2, timeout=30)
+    recs = unsealed(kafka_bootstrap, app, 2)
     got = sorted((r["reason"], r["actor"], r["detail"]["http"]["status"]) for r in recs if r["kind"] == "event.rejected")
     assert got == [("approve attempt by webhook refused: needs role approve", "user:webhook", 403),
                    ("deny attempt with an invalid token", "healer", 401)]
@@ -222,7 +231,7 @@ def test_refusals_beyond_the_burst_are_aggregated_and_flushed_at_shutdown(
                 assert code == 401
 
     asyncio.run(go())
-    recs = read_until(kafka_bootstrap, f"{app}.audit-log", lambda r: len(r) >= 2, timeout=30)
+    recs = unsealed(kafka_bootstrap, app, 2)
     assert [r["reason"] for r in recs] == ["alert webhook attempt with an invalid token",
                                            "4 more refused requests in 3600s (aggregated)"]
     counted = recs[1]["detail"]["refusals"]
