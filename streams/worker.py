@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 
 from actions.noop import NoopExecutor
 from actions.registry import ExecutorRegistry
@@ -57,25 +58,33 @@ def build_registry(settings: Settings) -> ExecutorRegistry:
     return registry
 
 
-async def _ensure_topics(healer: HealerApp, settings: Settings, patience: float = 300.0) -> None:
-    """Create missing topics, retrying while the broker is not up yet."""
-    from streams.client import BrokerUnavailable, ensure_topics
+async def _patiently(what: Callable[[], Awaitable[None]], patience: float) -> None:
+    """Run ``what`` until the broker answers it, for ``patience`` seconds at most."""
+    from streams.client import BrokerUnavailable
 
     deadline = loop_time() + patience
     while True:
         try:
-            created = await ensure_topics(
-                healer.bootstrap, healer.topic_layout(), settings.topic_replicas,
-                configs=healer.topic_configs(),
-            )
-            if created:
-                log.info("created topics: %s", ", ".join(created))
-            break
+            await what()
+            return
         except BrokerUnavailable as exc:
             if loop_time() > deadline:
                 raise
             log.warning("%s; retrying in 5s", exc)
             await asyncio.sleep(5)
+
+
+async def _ensure_topics(healer: HealerApp, settings: Settings, patience: float = 300.0) -> None:
+    """Create missing topics, retrying while the broker is not up yet."""
+    from streams.client import ensure_topics
+
+    async def create() -> None:
+        created = await ensure_topics(healer.bootstrap, healer.topic_layout(), settings.topic_replicas,
+                                      configs=healer.topic_configs())
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+
+    await _patiently(create, patience)
     await _read_partitions(healer, patience)
 
 
@@ -85,24 +94,19 @@ async def _read_partitions(healer: HealerApp, patience: float = 300.0) -> None:
 
     n = healer.names
     names = [n.signals, n.audit_log, n.audit, n.approvals, n.approval_requests]
-    deadline = loop_time() + patience
-    while True:
-        try:
-            counts = await topic_partitions(healer.bootstrap, names, 30.0)
-            missing = [t for t in names if t not in counts]
-            if missing:
-                raise BrokerUnavailable(f"topics {', '.join(missing)} do not exist yet "
-                                        "(create them with `healer topics create`)")
-            problems = partition_problems(n, counts)
-            if problems:
-                raise TopicLayoutError("; ".join(problems))
-            healer.partition_counts.update(counts)
-            return
-        except BrokerUnavailable as exc:
-            if loop_time() > deadline:
-                raise
-            log.warning("%s; retrying in 5s", exc)
-            await asyncio.sleep(5)
+
+    async def read() -> None:
+        counts = await topic_partitions(healer.bootstrap, names, 30.0)
+        missing = [t for t in names if t not in counts]
+        if missing:
+            raise BrokerUnavailable(f"topics {', '.join(missing)} do not exist yet "
+                                    "(create them with `healer topics create`)")
+        problems = partition_problems(n, counts)
+        if problems:
+            raise TopicLayoutError("; ".join(problems))
+        healer.partition_counts.update(counts)
+
+    await _patiently(read, patience)
 
 
 class TopicLayoutError(RuntimeError):
