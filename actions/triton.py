@@ -1,8 +1,11 @@
 """Triton executors: ``triton.reload``, ``triton.load``, ``triton.unload``.
 
 The runner (``actions.runner.Runner``) drives them through snapshot ->
-execute -> verify -> rollback; the lead's worker registers the list that
-:func:`triton_executors` returns. They talk to Triton's HTTP API
+execute -> verify -> rollback; ``streams.worker.build_registry`` registers the
+list that :func:`triton_executors` returns, with the Triton auth header from
+the settings. The execute stage has already checked that every server is on
+the worker's ``triton_servers`` allow-list (``healer.execguard``), so the auth
+header goes only to listed servers. They talk to Triton's HTTP API
 (``tritonclient.http.aio``) on a ``TritonModel`` target: ``server`` or
 ``servers`` (URLs), ``model``, optional ``version``. A fleet is acted on one
 server at a time, and stops at the first server whose load fails so a bad

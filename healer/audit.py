@@ -65,7 +65,7 @@ class AuditEntry(BaseModel):
     detail: dict[str, Any] | None = None
 
     def body(self) -> dict[str, Any]:
-        """The record fields in DESIGN.md order, ready for sealing."""
+        """The record fields in the order of docs/design.md ("Audit record"), ready for sealing."""
         return {
             "schema": SCHEMA,
             "id": self.id,

@@ -1,9 +1,12 @@
 """The action catalog v1: each action's name, parameter model and target kinds.
 
 This is the contract between policies and executors. The policy loader checks
-``use`` and ``with`` against it at load time (pure, no executor imports); the
-executors in ``actions/`` bind to these specs by name, and the registry refuses
-an executor whose params model differs from its spec.
+``use``, ``with`` and the target kind against it at load time (pure, no executor
+imports), and the execute stage checks every request against it again
+(``healer.execguard``). Executors in ``actions/`` bind to these specs by name and
+get their params parsed by the spec's model (they declare none of their own);
+``actions.registry.ExecutorRegistry`` refuses an executor with no spec here, a
+second executor for one name, and one whose ``reversible`` differs from its spec.
 """
 
 from __future__ import annotations
@@ -207,7 +210,8 @@ class Catalog:
 
 
 def default_catalog(extra: Iterable[ActionSpec] = ()) -> Catalog:
-    """The v1 catalog of DESIGN.md, plus ``healer.noop`` for dry runs and demos."""
+    """The v1 catalog (docs/design.md, "Targets and the action catalog"), with ``healer.noop``
+    for demos, tests and trying a policy without a cluster."""
     cat = Catalog()
     for spec in (
         ActionSpec("healer.noop", NoopParams, ALL_KINDS, True, "do nothing; for demos and tests"),

@@ -5,12 +5,12 @@ signal, renders each one's target and groups them by target key: one
 :class:`Route` per target (or per unresolved policy), which the worker uses as
 the partition key so that one partition owns each target's state.
 
-``decide(signal, route, policies, state, gstate, settings)`` runs the DESIGN.md
-semantics for one target: dedup, metric windows and ``for``, incidents and the
-escalation ladder, the guards in their fixed order, conflicts by priority, and
-returns the decisions. It reads no clock and does no I/O; ``state`` and
-``gstate`` are updated in place. ``healer policy test`` and the Faust worker
-call exactly these two functions.
+``decide(signal, route, policies, state, gstate, settings)`` runs the policy
+semantics (docs/design.md, "Policy language v1") for one target: dedup, metric
+windows and ``for``, incidents and the escalation ladder, the guards in their
+fixed order, conflicts by priority, and returns the decisions. It reads no
+clock and does no I/O; ``state`` and ``gstate`` are updated in place.
+``healer policy test`` and the Faust worker call exactly these two functions.
 """
 
 from __future__ import annotations
@@ -414,7 +414,7 @@ def decide(
         inc = state.incidents[p.name]
         aid = action_id(p, target.key(), inc.key, inc.position)
         dry = p.guards.dry_run or settings.dry_run
-        # DESIGN.md: a dry run is decision `execute` with dry_run true; it changes
+        # a dry run is decision `execute` with dry_run true (docs/design.md); it changes
         # nothing, so it does not wait for a human (approval applies to real runs).
         kind: DecisionKind = (
             "pending_approval" if p.guards.approval == "manual" and not dry else "execute"

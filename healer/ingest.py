@@ -1,8 +1,10 @@
 """Parse input records and plan what the ingest stage sends, or say exactly why not.
 
-Pure: bytes in, signals (or a :class:`Rejected` with a reason) out; the
-replay harness, the HTTP receiver and ``healer emit`` use the same parsers,
-so live and offline agree on what is valid.
+Pure: bytes in, signals (or a :class:`Rejected` with a reason) out. The
+replay harness (``healer policy test``) and the HTTP alert receiver use the
+same parsers, so live and offline agree on what is valid; every producer
+healer ships (``healer emit``, the HTTP alert and remote-write receivers) keys
+its records with :func:`partition_key`.
 
 :func:`plan_batch` is the ingest stage's whole rule for one batch of input
 records: parse each record, route each signal to its targets (routes of a
@@ -198,9 +200,11 @@ def signals_from_samples(samples: list[MetricSample], time: datetime, event_base
 def parse_record(
     kind: str, raw: bytes | None, time: datetime, event_base: str, max_bytes: int = MAX_RECORD_BYTES
 ) -> list[Signal] | Rejected:
-    """Bytes from the alerts or metrics topic -> signals (event time rules of the design).
+    """Bytes from the alerts or metrics topic -> signals.
 
-    Never raises on input: whatever cannot become a signal is a Rejected with a reason.
+    ``time`` is the record's time: an alert's event time, a sample's when it has no
+    ``timestamp`` (docs/design.md, "Event ids and event time"). Never raises on
+    input: whatever cannot become a signal is a Rejected with a reason.
     """
     try:
         if kind == "alerts":

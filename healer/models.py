@@ -262,7 +262,7 @@ class Decision(BaseModel):
         return self.decision in ("execute", "pending_approval")
 
     def plan_line(self) -> dict[str, Any]:
-        """The JSON object ``healer policy test`` prints (DESIGN.md plan format)."""
+        """The JSON object ``healer policy test`` prints (the plan format, docs/design.md)."""
         return {
             "time": format_time(self.time),
             "policy": self.policy,

@@ -1,9 +1,15 @@
-"""Plain Kafka clients for the CLI and tests: produce records, read a topic, create and
-describe topics, describe a consumer group.
+"""Plain Kafka clients: produce records, read a topic or a range of one partition,
+create and describe topics, describe a consumer group; and the process's TLS/SASL
+client options (:func:`configure_security`, :func:`security`).
 
-Used by ``healer emit``, ``healer audit``, ``healer approvals``, ``healer action``,
-``healer topics``, and by the worker only to create its topics at start (everything else
-in the worker goes through Faust).
+Used by the CLI (``healer emit``, ``audit``, ``approvals``, ``action run``,
+``rollback``, ``topics``; ``describe_group`` tells whether a worker runs), by the
+worker at start (create its topics, read their partition counts), by the gap guard
+(``streams.gaps`` reads skipped records back with :func:`read_range`), by the
+remote-write receiver (the partition count of ``{app}.metrics``), and by tests, the
+demo and the benchmarks. Every aiokafka client in ``streams`` (the ingest stage's
+consumer, the sealer, the HTTP API's producer and consumer) takes its options from
+:func:`security`; the Faust stages themselves go through Faust.
 """
 
 from __future__ import annotations

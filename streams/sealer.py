@@ -122,9 +122,10 @@ class Sealer:
     does not depend on the consumer group's committed offsets or on Faust's
     delivery, so a crash, a rebalance or a skipped delivery cannot lose or
     repeat an entry. Ownership follows the worker's assignment of the
-    audit-log topic (``assign``/``revoke`` from the rebalance callbacks); a
-    revoked task is stopped, and its in-flight writes finished, before the
-    partition can be sealed elsewhere.
+    ``{app}.signals`` topic: ``streams.app`` calls ``assign``/``revoke`` from its
+    rebalance callbacks with the numbers of the signals partitions gained or
+    lost (no consumer group reads the audit-log). A revoked task is stopped, and
+    its in-flight writes finished, before the partition can be sealed elsewhere.
     """
 
     def __init__(self, bootstrap: str, audit_log_topic: str, audit_topic: str, batch: int = 500,

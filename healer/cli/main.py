@@ -1,4 +1,6 @@
-"""Entry point of the ``healer`` command (DESIGN.md, CLI)."""
+"""Entry point of the ``healer`` command (the console script; ``python -m healer.cli.main``):
+builds the parser from each subcommand's module and turns errors, a closed pipe and Ctrl-C
+into exit codes (docs/design.md, "CLI")."""
 
 from __future__ import annotations
 

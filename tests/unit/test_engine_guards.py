@@ -1,5 +1,6 @@
-"""Guards of DESIGN.md in their order, one reason per row, and which refusal
-wins when several apply (the first in order). Pure: route + decide via replay."""
+"""The guards in their fixed order (docs/design.md, "Policy language v1"), one reason
+per row, and which refusal wins when several apply (the first in order). Pure: route
++ decide via replay."""
 
 from __future__ import annotations
 
@@ -334,7 +335,7 @@ def test_suppressed_decisions_do_not_act() -> None:
 def test_dry_run_flag(
     guards: dict[str, Any], settings: dict[str, Any], decision: str, dry: bool
 ) -> None:
-    """DESIGN.md: a dry run is decision `execute` with dry_run true (no approval wait)."""
+    """A dry run is decision `execute` with dry_run true (no approval wait; docs/design.md)."""
     [d] = Run(load(alert_policy(guards=guards)), **settings).feed(alert(0))
     assert (d.decision, d.dry_run) == (decision, dry)
     assert d.action_id is not None and d.action_id.startswith("a-")
