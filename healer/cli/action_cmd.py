@@ -131,7 +131,10 @@ def _audit_record(key: Key, entries: list[AuditEntry]) -> Any:
     """Entries as one audit-log record, as the worker writes them (healer.wire.AuditBatch), signed."""
     from healer.wire import AuditBatch, encode
 
-    return signed(key, "audit-log", None, encode(AuditBatch(entries=[e.body() for e in entries])))
+    # keyed by the first entry's routing key, as the worker keys its own (healer.partitioner):
+    # an action's records share one chain
+    return signed(key, "audit-log", entries[0].routing_key().encode(),
+                  encode(AuditBatch(entries=[e.body() for e in entries])))
 
 
 def _wait(args: argparse.Namespace, action_id: str, since: str, done: set[str]) -> dict[str, Any] | None:
