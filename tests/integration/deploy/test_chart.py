@@ -200,11 +200,17 @@ def test_worker_settings(default: list[dict[str, Any]], monkeypatch: pytest.Monk
     assert mounts["tokens"]["mountPath"] == "/etc/healer/tokens" and mounts["tokens"]["readOnly"] is True
     tokens = next(v for v in spec["volumes"] if v["name"] == "tokens")
     assert tokens["secret"] == {"secretName": "healer-tokens", "defaultMode": 0o440}
+    # the keyring every replica shares: signed commands and the audit MAC key
+    assert env["HEALER_KEYRING_FILE"]["value"] == "/etc/healer/keyring/keyring.yaml"
+    assert mounts["keyring"]["mountPath"] == "/etc/healer/keyring" and mounts["keyring"]["readOnly"] is True
+    keyring = next(v for v in spec["volumes"] if v["name"] == "keyring")
+    assert keyring["secret"] == {"secretName": "healer-keyring", "defaultMode": 0o440}
 
 
 def test_insecure_no_auth_renders_without_tokens(render: Render) -> None:
     """Without a Secret the chart renders only with auth.insecureNoAuth (test_bad_values_fail_with_a_reason)."""
-    docs = render({"kafka": {"bootstrapServers": "kafka:9092"}, "auth": {"insecureNoAuth": True}})
+    docs = render({"kafka": {"bootstrapServers": "kafka:9092"}, "auth": {"insecureNoAuth": True},
+                   "keyring": {"existingSecret": "healer-keyring"}})
     c = pod_spec(docs)["containers"][0]
     env = env_of(c)
     assert env["HEALER_INSECURE_NO_AUTH"]["value"] == "true"
@@ -276,10 +282,12 @@ def test_policies_configmap_loads(default: list[dict[str, Any]], namespaced: lis
 
 
 def test_bad_values_fail_with_a_reason(helm: str, tmp_path: Path) -> None:
-    ok = {"kafka": {"bootstrapServers": "k:9092"}, "auth": {"existingSecret": "healer-tokens"}}
+    ok = {"kafka": {"bootstrapServers": "k:9092"}, "auth": {"existingSecret": "healer-tokens"},
+          "keyring": {"existingSecret": "healer-keyring"}}
     cases = [
         ({}, "kafka.bootstrapServers is required"),
-        ({"kafka": {"bootstrapServers": "k:9092"}}, "auth.existingSecret is required"),
+        ({"kafka": {"bootstrapServers": "k:9092"}, "keyring": ok["keyring"]}, "auth.existingSecret is required"),
+        ({**ok, "keyring": {}}, "keyring.existingSecret is required"),
         ({**ok, "auth": {"existingSecret": "s", "tokensFileKey": ""}}, "are all empty"),
         ({**ok, "kubernetes": {"rbac": {"mode": "bogus"}}}, "must be cluster or namespaced"),
         ({**ok, "kubernetes": {"rbac": {"mode": "namespaced"}}}, "needs kubernetes.rbac.namespaces"),
