@@ -73,8 +73,15 @@ test: lint ## lint + every test (real Kafka, Triton, kube-apiserver)
 demo: install ## embedded Kafka + worker + sample incident + audit trail, then clean up
 	$(BIN)/python deploy/demo/demo.py
 
-bench: install ## benchmarks; tables on stdout, JSON in bench/results/
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+# every bench runs even when one fails; QUICK=1 passes --quick (small sizes, a few minutes in all)
+bench: install ## benchmarks (~30 min; QUICK=1: small sizes); tables on stdout, JSON in bench/results/
+	@start=$$(date +%s); failed=""; \
+	for b in bench/bench_*.py; do echo "== $$b"; t0=$$(date +%s); \
+	  $(BIN)/python $$b $(if $(QUICK),--quick) || failed="$$failed $$b"; \
+	  echo "== $$b: $$(( $$(date +%s) - t0 ))s"; done; \
+	$(BIN)/python -m bench.summary --since $$start; \
+	echo "make bench: $$(( $$(date +%s) - start ))s"; \
+	if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
 chaos: install ## fault-injection scenarios (full); CI runs the short mode as a test
 	$(BIN)/python -m bench.chaos.run

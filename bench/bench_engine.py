@@ -29,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import check, print_checks  # noqa: E402
 from healer.catalog import default_catalog  # noqa: E402
 from healer.engine import EngineSettings, decide, route  # noqa: E402
 from healer.index import PolicySet  # noqa: E402
@@ -38,6 +39,7 @@ from healer.policy import CompiledPolicy  # noqa: E402
 from healer.state import GlobalState, TargetState  # noqa: E402
 
 SIZES = (10, 100, 1000)
+TARGET_RATIO = 0.5  # 1,000 policies at least half as fast as 10: "within 2x"
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
@@ -213,10 +215,13 @@ def run_once(ps: PolicySet, signals: list[Signal]) -> tuple[float, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--quick", action="store_true", help="5,000 events, 2 runs per size")
     ap.add_argument("--repeat", type=int, default=5, help="runs per size; the best counts")
     ap.add_argument("--profile", action="store_true", help="cProfile the 1,000-policy run")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.json"))
     args = ap.parse_args(argv)
+    if args.quick:
+        args.events, args.repeat = 5000, 2
 
     lib = library()
     if len(lib) != SIZES[0]:
@@ -251,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['us_per_event']:>9} {r['decisions']:>10}"
         )
     ratio = rows[-1]["events_per_s"] / base
-    print(f"throughput 1,000 vs 10 policies: {ratio:.2f}x")
+    checks = [check("engine throughput, 1,000 / 10 policies (within 2x)", ratio, ">=", TARGET_RATIO)]
+    print_checks(checks)
     result = {
         "benchmark": "engine route+decide",
         "python": platform.python_version(),
@@ -259,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": _cpus(),
         "rows": rows,
         "ratio_1000_vs_10": round(ratio, 3),
+        "checks": checks,
         "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     out = Path(args.out)

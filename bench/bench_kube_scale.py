@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
 from actions.kubernetes import kubernetes_executors  # noqa: E402
 from actions.registry import ExecutorRegistry  # noqa: E402
 from actions.runner import RetryPolicy, Runner  # noqa: E402
+from bench.report import check, print_checks  # noqa: E402
 from tests.harness.kubecluster import KubeCluster  # noqa: E402
 from tests.harness.kubeobjects import Admin, AuditLog, deployment, request  # noqa: E402
 
@@ -50,7 +51,10 @@ async def _runs(runner: Runner, ns: str, n: int) -> list[dict[str, float | int |
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="5 runs")
     args = ap.parse_args()
+    if args.quick:
+        args.runs = 5
 
     t0 = time.monotonic()
     with KubeCluster() as cluster:
@@ -85,13 +89,17 @@ def main() -> None:
     print(f"{summary['min_seconds']:>8.3f} {summary['median_seconds']:>8.3f} {summary['max_seconds']:>8.3f}")
     print(f"cluster: binaries {timings.get('binaries_seconds')} s, start {timings.get('start_seconds')} s "
           f"(total {start_total:.1f} s)")
+    checks = [check("kubernetes.scale request -> verified, median", summary["median_seconds"], None, unit=" s")]
+    print_checks(checks)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "bench": "kube_scale",
         "summary": summary,
         "cluster": {**timings, "total_start_seconds": round(start_total, 2)},
         "samples": samples,
+        "checks": checks,
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 

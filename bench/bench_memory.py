@@ -1,21 +1,40 @@
-"""Benchmark: worker memory (RSS) with many metric groups and bounded windows.
+"""Benchmark: worker memory (RSS) with many metric groups whose windows are full.
 
-One ``healer run`` with a metric policy grouped by (namespace, deployment) over
-a 5-minute window, globally paused (so the run measures state, not executors).
-N samples (default 1,000,000) for 10,000 groups (each its own target, so its
-own engine state: window, breach run, dedup) are produced in chunks, with event
-time advancing 1 s per 10,000 samples so each group keeps only its last 5
-minutes of samples. RSS (VmRSS from /proc/<pid>/status) is read at start,
-after each quarter of the input, and at the end; a bounded window shows as a
-flat RSS once every group exists. Prints a table, writes bench/results/memory.json.
+One ``healer run`` (6 partitions, globally paused, so the run measures state,
+not executors) with one metric policy grouped by (namespace, deployment) over
+a 5-minute window. G groups (default 10,000), each its own target, get one
+sample per second of event time: a window then holds at most 300 samples
+(the engine drops points at or before ``latest - 5m``), so the windows are full
+once every group has 300 seconds of samples, i.e. after G x 300 samples
+(3,000,000 for 10,000 groups). No spacing needs fewer: every held sample was
+produced once, so 300 held samples per group always take G x 300 samples; a
+shorter window with a finer spacing only changes the event-time span they
+cover. After the fill, one more quarter of input (default: 3,750,000 samples
+in all) moves every window on without adding points: a bounded state shows as
+a flat RSS over that quarter.
 
-    .venv/bin/python bench/bench_memory.py [--n 1000000] [--groups 10000]
+Input in the recommended producer format: records of 200 samples (a JSON
+array), one record per 200 groups of one event second that share an input
+partition (as a remote-write receiver or a batching exporter sends them),
+keyed by the first sample's ``namespace/deployment`` (the partition every
+sample in it belongs to). RSS (VmRSS from /proc/<pid>/status) is read at start,
+after each quarter of the fill, and after the extra quarter, each once the
+worker has drained its input.
+
+At the end, the worker's ``targets`` changelog is read back: the newest record
+of every key (the table's live content; the topic's size on disk depends on
+when compaction last ran, so it is not used) is decoded, which gives the held
+samples (``TargetRow.state.held_samples``: measured, not inferred from the
+spacing) and the changelog bytes per held sample. Prints a table and
+"target ... met/SHORT" lines, writes bench/results/memory.json.
+
+    .venv/bin/python bench/bench_memory.py [--groups 10000] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
 import sys
 import tempfile
 import time
@@ -23,94 +42,207 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import harness as h  # noqa: E402
 from healer.ingest import partition_key  # noqa: E402
+from healer.partitioner import partition_for  # noqa: E402
+from healer.state import decode_row  # noqa: E402
 
 PARTITIONS = 6
-POLICY = """\
+WINDOW_S = 300  # the policy's window: 5m
+SPACING_S = 1  # event time between two samples of one group
+HELD_PER_GROUP = WINDOW_S // SPACING_S
+TARGET_RSS_MIB = 300.0
+TARGET_BYTES_PER_SAMPLE = 64.0  # issue 12: compact target state, in memory and in the changelog
+METRIC = "llm_request_latency_p99_seconds"
+POLICY = f"""\
 apiVersion: healer/v1
 kind: Policy
-metadata: {name: bench-memory}
+metadata: {{name: bench-memory}}
 spec:
   trigger:
     metric:
-      name: llm_request_latency_p99_seconds
+      name: {METRIC}
       group_by: [namespace, deployment]
       aggregate: avg
-      window: 5m
+      window: {WINDOW_S}s
       op: ">"
       threshold: 5
       for: 1m
-  target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.deployment }}"}
+  target: {{kind: Deployment, namespace: "{{{{ labels.namespace }}}}", name: "{{{{ labels.deployment }}}}"}}
   actions:
-    - {use: healer.noop, with: {message: scale}}
+    - {{use: healer.noop, with: {{message: scale}}}}
 """
 
 
-def samples(app: str, start: int, count: int, groups: int) -> list[h.Rec]:
+def group_labels(groups: int) -> list[tuple[int, bytes, dict[str, str]]]:
+    """(input partition, key, labels) of every group, sorted by partition."""
     out = []
-    for k in range(start, start + count):
-        g = k % groups
-        t = h.T0 + timedelta(seconds=k // groups)
-        labels = {"namespace": f"ns-{g % 50}", "deployment": f"svc-{g}", "pod": f"svc-{g}-0"}
-        v = 6.0 if (k // groups) % 7 == 0 else 1.0 + (k % 5)
-        sample = {"name": "llm_request_latency_p99_seconds", "value": v, "labels": labels,
-                  "timestamp": t.strftime("%Y-%m-%dT%H:%M:%SZ")}
-        out.append(h.Rec(f"{app}.metrics", partition_key(labels),
-                         json.dumps(sample, separators=(",", ":")).encode(),
-                         int(t.timestamp() * 1000)))
+    for g in range(groups):
+        labels = {"namespace": f"ns-{g % 50}", "deployment": f"svc-{g}"}
+        key = partition_key(labels)
+        out.append((partition_for(key, PARTITIONS), key, labels))
+    return sorted(out, key=lambda x: x[0])
+
+
+def second_records(app: str, second: int, groups: list[tuple[int, bytes, dict[str, str]]],
+                   per_record: int) -> list[h.Rec]:
+    """One sample per group at event time ``T0 + second``, ``per_record`` a record, each
+    record's samples on one input partition."""
+    t = (h.T0 + timedelta(seconds=second * SPACING_S)).timestamp()
+    out: list[h.Rec] = []
+    chunk: list[dict[str, Any]] = []
+    key, part = b"", -1
+    for i, (p, k, labels) in enumerate(groups):
+        if chunk and (p != part or len(chunk) == per_record):
+            out.append(h.Rec(f"{app}.metrics", key, orjson.dumps(chunk), None))
+            chunk = []
+        if not chunk:
+            key, part = k, p
+        # a value that never breaches: the windows fill without incidents or actions
+        chunk.append({"name": METRIC, "value": 1.0 + (i + second) % 4, "labels": labels, "timestamp": t})
+    if chunk:
+        out.append(h.Rec(f"{app}.metrics", key, orjson.dumps(chunk), None))
     return out
+
+
+async def produce_seconds(bs: str, app: str, first: int, last: int, groups: list[tuple[int, bytes, dict[str, str]]],
+                          per_record: int, rate: float) -> int:
+    """Produce event seconds ``first`` .. ``last - 1``, 10 at a time (the bench process stays
+    small); at most ``rate`` samples/s when ``rate`` > 0. Returns the records sent."""
+    p = h._producer(bs)
+    await p.start()
+    n, t0, sent = 0, time.monotonic(), 0
+    try:
+        for start in range(first, last, 10):
+            recs = [r for s in range(start, min(last, start + 10)) for r in second_records(app, s, groups, per_record)]
+            futs = [await p.send(r.topic, r.value, key=r.key) for r in recs]
+            await asyncio.gather(*futs)
+            n += len(recs)
+            sent += (min(last, start + 10) - start) * len(groups)
+            if rate > 0:
+                await asyncio.sleep(max(0.0, t0 + sent / rate - time.monotonic()))
+    finally:
+        await p.stop()
+    return n
+
+
+def changelog_state(bs: str, app: str) -> dict[str, Any]:
+    """Held samples and bytes of the newest ``targets`` row of every key."""
+    rows = h.latest_by_key(bs, f"{app}-targets-changelog")
+    held = sum(decode_row(v).state.held_samples() for v in rows.values())
+    value_bytes = sum(len(v) for v in rows.values())
+    key_bytes = sum(len(k) for k in rows)
+    end = sum(h.end_offsets(bs, [f"{app}-targets-changelog"]).values())
+    return {"keys": len(rows), "held_samples": held, "value_bytes": value_bytes, "key_bytes": key_bytes,
+            "records_written": end}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     app = h.unique_app("mem")
+    groups = group_labels(args.groups)
+    fill_s = HELD_PER_GROUP  # event seconds until every window is full
+    quarter_s = fill_s // 4
+    marks = [quarter_s, 2 * quarter_s, 3 * quarter_s, fill_s]
+    marks += [fill_s + quarter_s * k for k in range(1, args.extra_quarters + 1)]
     rows: list[dict[str, Any]] = []
     with h.broker(args.bootstrap, "memory") as bs, tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         (tmp / "policies").mkdir()
         (tmp / "policies" / "memory.yaml").write_text(POLICY)
+        h.create_input_topics(bs, app, PARTITIONS)
         with h.workers(bs, tmp) as wf:
-            w = wf.start(tmp / "policies", app, partitions=PARTITIONS, HEALER_PAUSED="true")
+            w = wf.start(tmp / "policies", app, partitions=PARTITIONS, HEALER_PAUSED="true",
+                         **h.worker_env(args.worker_env))
             pid = w.proc.pid
             t0 = time.monotonic()
-            rows.append({"samples": 0, "groups": 0, "rss_mib": h.rss_kb(pid) / 1024, "seconds": 0.0})
-            quarter = max(1, args.n // 4)
-            done = 0
-            while done < args.n:
-                step = min(quarter, args.n - done)
-                for off in range(0, step, 50_000):
-                    h.produce(bs, samples(app, done + off, min(50_000, step - off), args.groups))
-                done += step
+            rows.append({"phase": "start", "samples": 0, "per_group": 0, "rss_mib": h.rss_kb(pid) / 1024,
+                         "seconds": 0.0, "records": 0})
+            done_s, records = 0, 0
+            for i, mark in enumerate(marks):
+                tp = time.monotonic()
+                records += asyncio.run(produce_seconds(bs, app, done_s, mark, groups, args.per_record, args.rate))
+                produced = time.monotonic() - tp
+                done_s = mark
                 ok, lag = h.wait_drained(bs, app, timeout=args.timeout, progress=30, workers=[w])
                 if not ok:
-                    raise SystemExit(f"not drained after {done} samples: {lag}")
-                rows.append({"samples": done, "groups": min(done, args.groups),
-                             "rss_mib": h.rss_kb(pid) / 1024, "seconds": time.monotonic() - t0})
-                print(f"  {done:,} samples: RSS {rows[-1]['rss_mib']:.0f} MiB; load {h.load_avg()}",
-                      file=sys.stderr)
+                    raise SystemExit(f"not drained after {done_s} event seconds: {lag}\n{w.log_tail()}")
+                phase = f"quarter {i + 1}" if i < 4 else f"extra quarter {i - 3}"
+                rows.append({"phase": phase, "samples": done_s * args.groups,
+                             "per_group": min(done_s, HELD_PER_GROUP), "rss_mib": h.rss_kb(pid) / 1024,
+                             "seconds": time.monotonic() - t0, "records": records})
+                print(f"  {phase}: {done_s * args.groups:,} samples in {records:,} records (produced in "
+                      f"{produced:.0f}s): RSS {rows[-1]['rss_mib']:.0f} MiB; load {h.load_avg()}", file=sys.stderr)
+            cpu = h.cpu_seconds(pid)
             w.stop()
-    h.print_table(rows, [("samples", "samples"), ("groups", "groups"), ("rss_mib", "RSS MiB"),
-                         ("seconds", "elapsed s")])
-    growth = rows[-1]["rss_mib"] - rows[1]["rss_mib"] if len(rows) > 2 else 0.0
-    print(f"RSS at start {rows[0]['rss_mib']:.0f} MiB, after {args.n:,} samples "
-          f"{rows[-1]['rss_mib']:.0f} MiB; growth after the first quarter {growth:.0f} MiB")
-    return {"bench": "memory", "n": args.n, "groups": args.groups, "window": "5m", "rows": rows,
-            "rss_start_mib": rows[0]["rss_mib"], "rss_end_mib": rows[-1]["rss_mib"],
-            "growth_after_first_quarter_mib": growth, "machine": h.machine(), "time": h.now_iso()}
+        state = changelog_state(bs, app)
+    return report(rows, state, cpu, args)
+
+
+def report(rows: list[dict[str, Any]], state: dict[str, Any], cpu: float, args: argparse.Namespace) -> dict[str, Any]:
+    h.print_table(rows, [("phase", "after"), ("samples", "samples"), ("records", "records"),
+                         ("per_group", "window bound per group"), ("rss_mib", "RSS MiB"), ("seconds", "elapsed s")])
+    held = state["held_samples"]
+    start, full, end = rows[0]["rss_mib"], rows[4]["rss_mib"], rows[-1]["rss_mib"]
+    growth_b = (end - start) * 1024 * 1024 / held if held else float("nan")
+    # the slope from quarter 1 (every group, its row and the worker's buffers exist) to full
+    # windows: what one more held sample costs, without the start-up and per-group costs
+    q1_held = args.groups * rows[1]["per_group"]
+    slope_b = ((full - rows[1]["rss_mib"]) * 1024 * 1024 / (args.groups * HELD_PER_GROUP - q1_held)
+               if args.groups * HELD_PER_GROUP > q1_held else float("nan"))
+    log_b = state["value_bytes"] / held if held else float("nan")
+    log_kb = (state["value_bytes"] + state["key_bytes"]) / held if held else float("nan")
+    total = rows[-1]["samples"]
+    print(f"held samples (decoded from the newest targets row of {state['keys']:,} keys): {held:,} "
+          f"= {held / max(1, args.groups):.1f} per group, after {total:,} samples in; "
+          f"RSS {start:.0f} -> {full:.0f} MiB (windows full) -> {end:.0f} MiB after the extra input "
+          f"({end - full:+.1f} MiB); worker CPU {cpu:.0f}s ({total / cpu if cpu else 0:,.0f} samples/cpu-s)")
+    print(f"targets changelog: {state['records_written']:,} records written; newest per key "
+          f"{state['value_bytes'] / 1e6:.1f} MB values + {state['key_bytes'] / 1e6:.2f} MB keys")
+    label = f"{args.groups:,} groups x {HELD_PER_GROUP} samples"
+    checks = [
+        h.check(f"held samples ({label} expected)", float(held), ">=", float(args.groups * HELD_PER_GROUP)),
+        h.check(f"worker RSS, windows full ({label}){'' if args.groups == 10_000 else '; target set for 10,000'}",
+                end, "<=", TARGET_RSS_MIB, " MiB"),
+        h.check(f"RSS over the extra input ({args.extra_quarters} quarter(s), windows already full)", end - full,
+                None, unit=" MiB"),
+        h.check("RSS growth per held sample (quarter 1 -> windows full)", slope_b, "<=",
+                TARGET_BYTES_PER_SAMPLE, " B"),
+        h.check("RSS growth per held sample (start -> end, start-up and per-group costs included)", growth_b,
+                None, unit=" B"),
+        h.check("targets changelog bytes per held sample (newest row per key, values)", log_b, "<=",
+                TARGET_BYTES_PER_SAMPLE, " B"),
+        h.check("targets changelog bytes per held sample (keys + values)", log_kb, None, unit=" B"),
+    ]
+    h.print_checks(checks)
+    return {"bench": "memory", "groups": args.groups, "window_s": WINDOW_S, "spacing_s": SPACING_S,
+            "per_record": args.per_record, "rows": rows, "changelog": state, "held_samples": held,
+            "rss_start_mib": start, "rss_full_mib": full, "rss_end_mib": end, "rss_bytes_per_held_sample": growth_b,
+            "rss_bytes_per_held_sample_slope": slope_b,
+            "changelog_bytes_per_held_sample": log_b, "worker_cpu_s": cpu, "checks": checks,
+            "machine": h.machine(), "time": h.now_iso()}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--groups", type=int, default=10_000)
+    ap.add_argument("--quick", action="store_true", help="1,000 groups (375,000 samples)")
+    ap.add_argument("--per-record", type=int, default=200, help="samples per record")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="samples/s to produce at (0: each quarter at once, read by the worker as a backlog)")
+    ap.add_argument("--extra-quarters", type=int, default=1, help="input after the windows are full, in quarters")
     ap.add_argument("--timeout", type=float, default=3600.0)
     ap.add_argument("--bootstrap", default=None)
+    ap.add_argument("--worker-env", action="append", metavar="KEY=VALUE")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.quick:
+        args.groups = 1000
     h.exit_on_sigterm()
     h.write_result("memory", run(args), args.out)
     return 0

@@ -135,18 +135,6 @@ def bare_faust(bs: str, topic: str, n: int) -> dict[str, Any]:
     raise SystemExit(f"bare Faust agent failed ({res.returncode}):\n{res.stderr[-3000:]}")
 
 
-def startup_cpu(bs: str, tmp: Path, args: argparse.Namespace) -> float:
-    """CPU seconds a worker spends starting up and idling to readiness (no input): the
-    phases subtract it, since their worker starts with the input already waiting."""
-    with h.workers(bs, tmp) as wf:
-        w = wf.start(tmp / "policies", h.unique_app("idle"), partitions=PARTITIONS, HEALER_PAUSED="true",
-                     HEALER_LOG_LEVEL=args.log_level, **h.worker_env(args.worker_env))
-        time.sleep(3)
-        cpu = h.cpu_seconds(w.proc.pid)
-        w.stop()
-    return cpu
-
-
 def run_healer(bs: str, tmp: Path, app: str, label: str, args: argparse.Namespace, idle_cpu: float,
                profile: bool = False) -> dict[str, Any]:
     with h.workers(bs, tmp) as wf:
@@ -170,7 +158,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with h.broker(args.bootstrap, "pipeline") as bs, tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         n_pol = h.hundred_policies(tmp / "policies", 100)
-        idle_cpu = startup_cpu(bs, tmp, args)
+        idle_cpu = h.startup_cpu(bs, tmp, tmp / "policies", PARTITIONS, HEALER_PAUSED="true",
+                                 HEALER_LOG_LEVEL=args.log_level, **h.worker_env(args.worker_env))
         rows = []
 
         # ---- phase 1: single-sample records
@@ -214,16 +203,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          ("per_s", "samples/s"), ("cpu_s", "cpu s"), ("per_cpu_s", "samples/cpu-s")])
     ratio1, ratio2 = rate1 / bare_rate, rate2 / aio_rate
     checks = [
-        ("single-sample records: healer / bare Faust agent", ratio1, f">= {TARGET_VS_FAUST}", ratio1 >= TARGET_VS_FAUST),
-        (f"{args.per_record}-sample records: healer / bare aiokafka+JSON", ratio2, f">= {TARGET_VS_AIOKAFKA}",
-         ratio2 >= TARGET_VS_AIOKAFKA),
-        ("Kafka records produced per sample (single-sample)", produced, f"<= {TARGET_RECORDS_PER_SAMPLE}",
-         produced <= TARGET_RECORDS_PER_SAMPLE),
-        ("Kafka records consumed per sample (single-sample)", consumed, f"<= {TARGET_RECORDS_PER_SAMPLE}",
-         consumed <= TARGET_RECORDS_PER_SAMPLE),
+        h.check("single-sample records: healer / bare Faust agent", ratio1, ">=", TARGET_VS_FAUST),
+        h.check(f"{args.per_record}-sample records: healer / bare aiokafka+JSON", ratio2, ">=", TARGET_VS_AIOKAFKA),
+        h.check("Kafka records produced per sample (single-sample)", produced, "<=", TARGET_RECORDS_PER_SAMPLE),
+        h.check("Kafka records consumed per sample (single-sample)", consumed, "<=", TARGET_RECORDS_PER_SAMPLE),
     ]
-    for what, got, target, ok in checks:
-        print(f"{what}: {got:.3f} (target {target}: {'met' if ok else 'SHORT'})")
+    h.print_checks(checks)
     print(f"records written per topic (phase 1): {per_topic}")
     for label, r in (("single", r1), ("batched", r2)):
         print(f"worker RSS ({label}): {r['rss_kib'][0] // 1024} -> {r['rss_kib'][1] // 1024} MiB")
@@ -235,7 +220,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "policies": n_pol, "groups": args.groups, "rows": rows,
         "ratio_single_vs_bare_faust": round(ratio1, 4), "ratio_batched_vs_aiokafka_json": round(ratio2, 4),
         "produced_per_sample": round(produced, 4), "consumed_per_sample": round(consumed, 4),
-        "records_per_topic_single": per_topic, "checks": [list(c) for c in checks],
+        "records_per_topic_single": per_topic, "checks": checks,
         "rss_kib": {"single": r1["rss_kib"], "batched": r2["rss_kib"]}, "profile_single": r1["profile"],
     })
     return result
@@ -245,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--n", type=int, default=200_000, help="single-sample records")
     ap.add_argument("--batched", type=int, default=400_000, help="samples in batched records")
+    ap.add_argument("--quick", action="store_true", help="50,000 single-sample records, 100,000 batched samples")
     ap.add_argument("--per-record", type=int, default=200)
     ap.add_argument("--groups", type=int, default=2000, help="metric series")
     ap.add_argument("--bootstrap", default=None)
@@ -255,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker-env", action="append", metavar="KEY=VALUE")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.quick:
+        args.n, args.batched = 50_000, 100_000
     h.exit_on_sigterm()
     h.write_result("pipeline", run(args), args.out)
     return 0

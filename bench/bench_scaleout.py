@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import harness as h  # noqa: E402
+from bench.chaos.common import audit_view  # noqa: E402
 
 PARTITIONS = 12
 
@@ -53,15 +54,11 @@ def one(bs: str, tmp: Path, n_workers: int, n: int, timeout: float) -> dict[str,
         first, last = h.worker_window(bs, app)
         for w in ws:
             w.stop()
-    audit = h.read_topic(bs, f"{app}.audit")
-    received = {r.value["event"]["id"] for r in audit if r.value.get("kind") == "event.received"}
-    from healer.chain import verify
-
-    report = verify(r.value for r in audit)
+    view = audit_view(bs, app)  # alerts by event.received, metric records by input.batch
     window = (last - first) / 1000.0
-    return {"workers": n_workers, "events": n, "received": len(received), "seconds": window,
+    return {"workers": n_workers, "events": n, "received": len(view.received), "seconds": window,
             "per_s": n / window, "cpu_s": sum(cpu), "per_cpu_s": n / sum(cpu) if sum(cpu) else 0.0,
-            "chain_ok": report.ok, "load_before": load0, "load_after": h.load_avg()}
+            "chain_ok": view.chain_ok, "load_before": load0, "load_after": h.load_avg()}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,18 +73,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          ("seconds", "seconds"), ("per_s", "events/s"), ("cpu_s", "worker cpu s"),
                          ("per_cpu_s", "events/cpu-s"), ("chain_ok", "chain ok")])
     ratio = rows[1]["per_s"] / rows[0]["per_s"]
-    print(f"2 workers / 1 worker: {ratio:.2f}x   (2 cores shared with the broker; load {h.load_avg()})")
+    print(f"(2 cores shared with the broker and the producer; load {h.load_avg()})")
+    checks = [h.check("scale-out: 2 workers / 1 worker, events/s", ratio, None, unit="x")]
+    h.print_checks(checks)
     return {"bench": "scaleout", "partitions": PARTITIONS, "policies": n_pol, "rows": rows,
-            "ratio_2_vs_1": round(ratio, 3), "machine": h.machine(), "time": h.now_iso()}
+            "ratio_2_vs_1": round(ratio, 3), "checks": checks, "machine": h.machine(), "time": h.now_iso()}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--n", type=int, default=60_000)
+    ap.add_argument("--quick", action="store_true", help="20,000 inputs")
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--bootstrap", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.quick:
+        args.n = 20_000
     h.exit_on_sigterm()
     h.write_result("scaleout", run(args), args.out)
     return 0

@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
 
 from actions.runner import RetryPolicy  # noqa: E402
 from actions.triton import triton_executors  # noqa: E402
+from bench.report import check, print_checks  # noqa: E402
 from tests.harness.triton_runs import make_harness, request, smoke  # noqa: E402
 from tests.harness.triton_server import TritonServer, find_dist  # noqa: E402
 
@@ -75,7 +76,10 @@ async def _reloads(
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="3 runs per model")
     args = ap.parse_args()
+    if args.quick:
+        args.runs = 3
 
     dist = find_dist()
     with tempfile.TemporaryDirectory(prefix="healer-bench-triton-") as tmp:
@@ -106,6 +110,9 @@ def main() -> None:
             print(f"{model:<10} {r['note']:<30} {what:<18} {len(row['samples']):>3} "
                   f"{row['min']:>7.3f} {row['median']:>7.3f} {row['p90']:>7.3f} {row['max']:>7.3f}")
     print("cold load (plain HTTP load call): " + ", ".join(f"{m} {s:.3f}s" for m, s in cold.items()))
+    checks = [check(f"triton.reload request -> verified, median ({r['note']})", r["median"], None, unit=" s")
+              for r in results.values()]
+    print_checks(checks)
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
@@ -117,6 +124,7 @@ def main() -> None:
                    "mode": "explicit model control, Python backend, CPU"},
         "results": results,
         "cold_load_seconds": cold,
+        "checks": checks,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                     "platform": platform.platform()},
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

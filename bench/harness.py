@@ -3,9 +3,10 @@
 A broker (the embedded one in a throw-away state dir, or ``--bootstrap`` /
 ``KAFKA_BOOTSTRAP_SERVERS``), real ``healer run`` worker processes (via
 ``tests.workers.WorkerFactory``), fast producers, topic scans, consumer-group
-lag, worker RSS, input and policy generators, and the table/JSON output every
-bench shares. Used by ``bench/bench_throughput.py``, ``bench_latency.py``,
-``bench_scaleout.py``, ``bench_memory.py`` and ``bench/chaos/``.
+lag, worker RSS and CPU, input and policy generators, and the output every
+bench shares: tables, "target ... met/SHORT" lines (:func:`check`,
+:func:`print_checks`) and JSON in ``bench/results/``. Used by every
+``bench/bench_*.py`` that runs a worker and by ``bench/chaos/``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ if str(ROOT) not in sys.path:
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
+from bench.report import check, fmt, print_checks, print_table  # noqa: E402,F401 (re-exported)
 from healer.ingest import partition_key  # noqa: E402
 from streams.broker import EmbeddedKafka  # noqa: E402
 from streams.client import ensure_topics  # noqa: E402
@@ -72,24 +74,6 @@ def machine() -> dict[str, Any]:
 
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def print_table(rows: Sequence[dict[str, Any]], cols: Sequence[tuple[str, str]]) -> None:
-    """``cols``: (key, header); numbers right-aligned, floats with 3 significant decimals."""
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
-        if isinstance(v, int) and not isinstance(v, bool):
-            return f"{v:,}"
-        return str(v)
-
-    cells = [[fmt(r.get(k, "")) for k, _ in cols] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
-              for i, (_, h) in enumerate(cols)]
-    print("  ".join(h.rjust(w) for (_, h), w in zip(cols, widths, strict=True)))
-    for c in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(c, widths, strict=True)))
 
 
 def write_result(name: str, data: dict[str, Any], out: str | None = None) -> Path:
@@ -170,6 +154,18 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
     fields = stat[stat.rfind(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def startup_cpu(bs: str, tmp: Path, policies: Path, partitions: int, **env: str) -> float:
+    """CPU seconds a worker spends starting up and idling to readiness (no input), measured
+    on a worker of its own: benches whose worker starts with the input already waiting
+    subtract it from the worker's CPU."""
+    with workers(bs, tmp) as wf:
+        w = wf.start(policies, unique_app("idle"), partitions=partitions, **env)
+        time.sleep(3)
+        cpu = cpu_seconds(w.proc.pid)
+        w.stop()
+    return cpu
 
 
 def unique_app(prefix: str) -> str:
@@ -393,6 +389,49 @@ def read_topic(bootstrap: str, topic: str, decode: bool = True) -> list[Out]:
     return asyncio.run(read_topic_async(bootstrap, topic, decode))
 
 
+async def latest_by_key_async(bootstrap: str, topic: str) -> dict[bytes, bytes]:
+    """The newest value of every key of ``topic`` up to its current end (a compacted
+    topic's live content, whatever compaction has or has not removed yet); keys whose
+    newest record is a tombstone are left out."""
+    c = await _consumer(bootstrap)
+    try:
+        tps = await _tps(c, [topic])
+        if not tps:
+            return {}
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        ends = await c.end_offsets(tps)
+        out: dict[bytes, bytes | None] = {}
+        while any([await c.position(tp) < ends[tp] for tp in tps]):
+            batch = await c.getmany(timeout_ms=1000, max_records=20_000)
+            for tp, msgs in batch.items():
+                for m in msgs:
+                    if m.offset < ends[tp] and m.key is not None:
+                        out[m.key] = m.value
+        return {k: v for k, v in out.items() if v is not None}
+    finally:
+        await c.stop()
+
+
+def latest_by_key(bootstrap: str, topic: str) -> dict[bytes, bytes]:
+    return asyncio.run(latest_by_key_async(bootstrap, topic))
+
+
+def audit_log_entries(bootstrap: str, app: str) -> list[tuple[dict[str, Any], int]]:
+    """Every entry of ``{app}.audit-log`` (its records are batches of entries,
+    ``healer.wire.AuditBatch``) with the producer timestamp of its record, in ms."""
+    from healer.wire import WireError, decode_audit
+
+    out: list[tuple[dict[str, Any], int]] = []
+    for r in read_topic(bootstrap, f"{app}.audit-log", decode=False):
+        try:
+            batch = decode_audit(r.value)
+        except WireError:
+            continue  # not a batch (a test wrote it by hand): nothing to time
+        out += [(e, r.timestamp_ms) for e in batch.entries]
+    return out
+
+
 async def edge_timestamps_async(bootstrap: str, topics: Sequence[str]) -> tuple[int, int]:
     """(min first-record timestamp, max last-record timestamp) over every partition of ``topics``."""
     c = await _consumer(bootstrap)
@@ -459,6 +498,18 @@ def generated_policy_docs(n: int, start: int = 0) -> list[dict[str, Any]]:
             },
         })
     return docs
+
+
+def noop_alert_policy(name: str, alertname: str, guards: dict[str, Any] | None = None) -> str:
+    """A policy (YAML text): alerts ``alertname`` -> ``healer.noop`` on the Deployment their
+    ``namespace`` / ``deployment`` labels name (the action benches' policy)."""
+    doc = {"apiVersion": "healer/v1", "kind": "Policy", "metadata": {"name": name},
+           "spec": {"trigger": {"alert": {"matchers": [f'alertname="{alertname}"']}},
+                    "target": {"kind": "Deployment", "namespace": "{{ labels.namespace }}",
+                               "name": "{{ labels.deployment }}"},
+                    "actions": [{"use": "healer.noop", "with": {"message": "bench"}}],
+                    **({"guards": guards} if guards else {})}}
+    return json.dumps(doc, indent=2) + "\n"  # JSON is YAML
 
 
 def library_files() -> list[Path]:
