@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       f"profiling {args.profile_seconds:g}s", file=sys.stderr)
                 raw = Path(args.profile_raw) if args.profile_raw else tmp / "pyspy-actions.txt"
                 top = profile_worker(w.proc.pid, args.profile_seconds, raw)
-            ok, lag = h.wait_drained(bs, app, timeout=args.timeout, progress=15, workers=[w])
+            ok, lag = h.wait_drained(bs, app, timeout=args.timeout, progress=15, workers=[w],
+                                     signals_committed=True)
             if not ok:
                 raise SystemExit(f"worker did not drain within {args.timeout}s: lag {lag}\n{w.log_tail()}")
             cpu = h.cpu_seconds(w.proc.pid) - idle_cpu

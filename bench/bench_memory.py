@@ -10,16 +10,24 @@ once every group has 300 seconds of samples, i.e. after G x 300 samples
 produced once, so 300 held samples per group always take G x 300 samples; a
 shorter window with a finer spacing only changes the event-time span they
 cover. After the fill, one more quarter of input (default: 3,750,000 samples
-in all) moves every window on without adding points: a bounded state shows as
-a flat RSS over that quarter.
+in all) moves every window on without adding points: the held samples stay at
+G x 300 (the proof that the windows are full and bounded), and RSS over that
+quarter says whether the worker's memory follows its state (it also moves with
+batch sizes and allocator fragmentation, so it is reported, not inferred from).
 
 Input in the recommended producer format: records of 200 samples (a JSON
 array), one record per 200 groups of one event second that share an input
 partition (as a remote-write receiver or a batching exporter sends them),
 keyed by the first sample's ``namespace/deployment`` (the partition every
-sample in it belongs to). RSS (VmRSS from /proc/<pid>/status) is read at start,
-after each quarter of the fill, and after the extra quarter, each once the
-worker has drained its input.
+sample in it belongs to). Two modes, each with a worker and topics of its own:
+``backlog`` produces each quarter at once (the worker reads it as a backlog,
+in its largest batches), ``paced`` produces at ``--rate`` samples/s (default
+25,000: a worker that keeps up, in small batches, each target's row rewritten
+more often). RSS (VmRSS from /proc/<pid>/status) is read at start, after each
+quarter of the fill, and after the extra quarter, each once the worker has
+drained it: ingest committed every input and decide every signal batch
+(``harness.wait_drained(signals_committed=True)``; decide can work through
+signal batches for seconds after ingest is done, writing only table rows).
 
 At the end, the worker's ``targets`` changelog is read back: the newest record
 of every key (the table's live content; the topic's size on disk depends on
@@ -28,7 +36,7 @@ samples (``TargetRow.state.held_samples``: measured, not inferred from the
 spacing) and the changelog bytes per held sample. Prints a table and
 "target ... met/SHORT" lines, writes bench/results/memory.json.
 
-    .venv/bin/python bench/bench_memory.py [--groups 10000] [--quick]
+    .venv/bin/python bench/bench_memory.py [--groups 10000] [--modes backlog,paced] [--rate 25000] [--quick]
 """
 
 from __future__ import annotations
@@ -143,48 +151,70 @@ def changelog_state(bs: str, app: str) -> dict[str, Any]:
             "records_written": end}
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    app = h.unique_app("mem")
+def one_mode(bs: str, tmp: Path, mode: str, rate: float, args: argparse.Namespace) -> dict[str, Any]:
+    """One worker fed the whole input in ``mode`` (``backlog``: each quarter at once; ``paced``:
+    at ``rate`` samples/s); RSS per quarter, then the changelog state."""
+    app = h.unique_app(f"mem{mode[0]}")
     groups = group_labels(args.groups)
     fill_s = HELD_PER_GROUP  # event seconds until every window is full
     quarter_s = fill_s // 4
     marks = [quarter_s, 2 * quarter_s, 3 * quarter_s, fill_s]
     marks += [fill_s + quarter_s * k for k in range(1, args.extra_quarters + 1)]
     rows: list[dict[str, Any]] = []
+    h.create_input_topics(bs, app, PARTITIONS)
+    with h.workers(bs, tmp) as wf:
+        w = wf.start(tmp / "policies", app, partitions=PARTITIONS, HEALER_PAUSED="true",
+                     **h.worker_env(args.worker_env))
+        pid = w.proc.pid
+        t0 = time.monotonic()
+        rows.append({"phase": "start", "samples": 0, "per_group": 0, "rss_mib": h.rss_kb(pid) / 1024,
+                     "seconds": 0.0, "records": 0})
+        done_s, records = 0, 0
+        for i, mark in enumerate(marks):
+            tp = time.monotonic()
+            records += asyncio.run(produce_seconds(bs, app, done_s, mark, groups, args.per_record, rate))
+            produced = time.monotonic() - tp
+            done_s = mark
+            ok, lag = h.wait_drained(bs, app, timeout=args.timeout, progress=30, workers=[w],
+                                     signals_committed=True)
+            if not ok:
+                raise SystemExit(f"{mode}: not drained after {done_s} event seconds: {lag}\n{w.log_tail()}")
+            phase = f"quarter {i + 1}" if i < 4 else f"extra quarter {i - 3}"
+            rows.append({"phase": phase, "samples": done_s * args.groups,
+                         "per_group": min(done_s, HELD_PER_GROUP), "rss_mib": h.rss_kb(pid) / 1024,
+                         "seconds": time.monotonic() - t0, "records": records})
+            print(f"  {mode}, {phase}: {done_s * args.groups:,} samples in {records:,} records (produced in "
+                  f"{produced:.0f}s): RSS {rows[-1]['rss_mib']:.0f} MiB; load {h.load_avg()}", file=sys.stderr)
+        cpu = h.cpu_seconds(pid)
+        w.stop()
+    return {"mode": mode, "rate": rate, "rows": rows, "changelog": changelog_state(bs, app), "cpu_s": cpu}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    runs = []
     with h.broker(args.bootstrap, "memory") as bs, tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         (tmp / "policies").mkdir()
         (tmp / "policies" / "memory.yaml").write_text(POLICY)
-        h.create_input_topics(bs, app, PARTITIONS)
-        with h.workers(bs, tmp) as wf:
-            w = wf.start(tmp / "policies", app, partitions=PARTITIONS, HEALER_PAUSED="true",
-                         **h.worker_env(args.worker_env))
-            pid = w.proc.pid
-            t0 = time.monotonic()
-            rows.append({"phase": "start", "samples": 0, "per_group": 0, "rss_mib": h.rss_kb(pid) / 1024,
-                         "seconds": 0.0, "records": 0})
-            done_s, records = 0, 0
-            for i, mark in enumerate(marks):
-                tp = time.monotonic()
-                records += asyncio.run(produce_seconds(bs, app, done_s, mark, groups, args.per_record, args.rate))
-                produced = time.monotonic() - tp
-                done_s = mark
-                ok, lag = h.wait_drained(bs, app, timeout=args.timeout, progress=30, workers=[w])
-                if not ok:
-                    raise SystemExit(f"not drained after {done_s} event seconds: {lag}\n{w.log_tail()}")
-                phase = f"quarter {i + 1}" if i < 4 else f"extra quarter {i - 3}"
-                rows.append({"phase": phase, "samples": done_s * args.groups,
-                             "per_group": min(done_s, HELD_PER_GROUP), "rss_mib": h.rss_kb(pid) / 1024,
-                             "seconds": time.monotonic() - t0, "records": records})
-                print(f"  {phase}: {done_s * args.groups:,} samples in {records:,} records (produced in "
-                      f"{produced:.0f}s): RSS {rows[-1]['rss_mib']:.0f} MiB; load {h.load_avg()}", file=sys.stderr)
-            cpu = h.cpu_seconds(pid)
-            w.stop()
-        state = changelog_state(bs, app)
-    return report(rows, state, cpu, args)
+        for mode in args.modes.split(","):
+            if mode not in ("backlog", "paced"):
+                raise SystemExit(f"--modes: backlog and/or paced, not {mode!r}")
+            print(f"mode {mode}: {args.groups:,} groups" + (f", {args.rate:,.0f} samples/s" if mode == "paced" else
+                  ", each quarter produced at once"), file=sys.stderr)
+            runs.append(one_mode(bs, tmp, mode, args.rate if mode == "paced" else 0.0, args))
+    checks: list[dict[str, Any]] = []
+    for r in runs:
+        checks += report(r, args)
+    h.print_checks(checks)
+    return {"bench": "memory", "groups": args.groups, "window_s": WINDOW_S, "spacing_s": SPACING_S,
+            "per_record": args.per_record, "runs": runs, "checks": checks, "machine": h.machine(),
+            "time": h.now_iso()}
 
 
-def report(rows: list[dict[str, Any]], state: dict[str, Any], cpu: float, args: argparse.Namespace) -> dict[str, Any]:
+def report(run: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Print one mode's table and summary; its checks."""
+    rows, state, cpu, mode = run["rows"], run["changelog"], run["cpu_s"], run["mode"]
+    print(f"mode {mode}" + (f" ({run['rate']:,.0f} samples/s)" if run["rate"] else " (each quarter at once)"))
     h.print_table(rows, [("phase", "after"), ("samples", "samples"), ("records", "records"),
                          ("per_group", "window bound per group"), ("rss_mib", "RSS MiB"), ("seconds", "elapsed s")])
     held = state["held_samples"]
@@ -204,37 +234,33 @@ def report(rows: list[dict[str, Any]], state: dict[str, Any], cpu: float, args: 
           f"({end - full:+.1f} MiB); worker CPU {cpu:.0f}s ({total / cpu if cpu else 0:,.0f} samples/cpu-s)")
     print(f"targets changelog: {state['records_written']:,} records written; newest per key "
           f"{state['value_bytes'] / 1e6:.1f} MB values + {state['key_bytes'] / 1e6:.2f} MB keys")
-    label = f"{args.groups:,} groups x {HELD_PER_GROUP} samples"
-    checks = [
-        h.check(f"held samples ({label} expected)", float(held), ">=", float(args.groups * HELD_PER_GROUP)),
+    run.update({"held_samples": held, "rss_bytes_per_held_sample": growth_b,
+                "rss_bytes_per_held_sample_slope": slope_b, "changelog_bytes_per_held_sample": log_b})
+    label = f"{args.groups:,} groups x {HELD_PER_GROUP} samples, {mode}"
+    return [
+        h.check(f"held samples ({label})", float(held), ">=", float(args.groups * HELD_PER_GROUP)),
         h.check(f"worker RSS, windows full ({label}){'' if args.groups == 10_000 else '; target set for 10,000'}",
                 end, "<=", TARGET_RSS_MIB, " MiB"),
-        h.check(f"RSS over the extra input ({args.extra_quarters} quarter(s), windows already full)", end - full,
+        h.check(f"RSS over the extra input ({args.extra_quarters} quarter(s), windows full; {mode})", end - full,
                 None, unit=" MiB"),
-        h.check("RSS growth per held sample (quarter 1 -> windows full)", slope_b, "<=",
+        h.check(f"RSS growth per held sample (quarter 1 -> windows full; {mode})", slope_b, "<=",
                 TARGET_BYTES_PER_SAMPLE, " B"),
-        h.check("RSS growth per held sample (start -> end, start-up and per-group costs included)", growth_b,
-                None, unit=" B"),
-        h.check("targets changelog bytes per held sample (newest row per key, values)", log_b, "<=",
+        h.check(f"RSS growth per held sample (start -> end, start-up and per-group costs included; {mode})",
+                growth_b, None, unit=" B"),
+        h.check(f"targets changelog bytes per held sample (newest row per key, values; {mode})", log_b, "<=",
                 TARGET_BYTES_PER_SAMPLE, " B"),
-        h.check("targets changelog bytes per held sample (keys + values)", log_kb, None, unit=" B"),
+        h.check(f"targets changelog bytes per held sample (keys + values; {mode})", log_kb, None, unit=" B"),
     ]
-    h.print_checks(checks)
-    return {"bench": "memory", "groups": args.groups, "window_s": WINDOW_S, "spacing_s": SPACING_S,
-            "per_record": args.per_record, "rows": rows, "changelog": state, "held_samples": held,
-            "rss_start_mib": start, "rss_full_mib": full, "rss_end_mib": end, "rss_bytes_per_held_sample": growth_b,
-            "rss_bytes_per_held_sample_slope": slope_b,
-            "changelog_bytes_per_held_sample": log_b, "worker_cpu_s": cpu, "checks": checks,
-            "machine": h.machine(), "time": h.now_iso()}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--groups", type=int, default=10_000)
-    ap.add_argument("--quick", action="store_true", help="1,000 groups (375,000 samples)")
+    ap.add_argument("--quick", action="store_true", help="1,000 groups (375,000 samples per mode)")
     ap.add_argument("--per-record", type=int, default=200, help="samples per record")
-    ap.add_argument("--rate", type=float, default=0.0,
-                    help="samples/s to produce at (0: each quarter at once, read by the worker as a backlog)")
+    ap.add_argument("--modes", default="backlog,paced",
+                    help="backlog: each quarter produced at once; paced: at --rate samples/s")
+    ap.add_argument("--rate", type=float, default=25_000.0, help="samples/s of the paced mode")
     ap.add_argument("--extra-quarters", type=int, default=1, help="input after the windows are full, in quarters")
     ap.add_argument("--timeout", type=float, default=3600.0)
     ap.add_argument("--bootstrap", default=None)

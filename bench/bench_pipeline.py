@@ -145,7 +145,8 @@ def run_healer(bs: str, tmp: Path, app: str, label: str, args: argparse.Namespac
         if profile:
             time.sleep(2)
             top = profile_worker(w.proc.pid, args.profile_seconds, tmp / f"pyspy-{label}.txt")
-        ok, lag = h.wait_drained(bs, app, timeout=args.timeout, progress=15, workers=[w])
+        ok, lag = h.wait_drained(bs, app, timeout=args.timeout, progress=15, workers=[w],
+                                 signals_committed=True)
         if not ok:
             raise SystemExit(f"{label}: worker did not drain within {args.timeout}s: lag {lag}\n{w.log_tail()}")
         cpu, rss1 = h.cpu_seconds(w.proc.pid) - cpu0, h.rss_kb(w.proc.pid)

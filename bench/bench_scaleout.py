@@ -47,7 +47,7 @@ def one(bs: str, tmp: Path, n_workers: int, n: int, timeout: float) -> dict[str,
         cpu0 = [h.cpu_seconds(w.proc.pid) for w in ws]
         load0 = h.load_avg()
         h.produce(bs, recs)
-        ok, lag = h.wait_drained(bs, app, timeout=timeout, progress=20, workers=ws)
+        ok, lag = h.wait_drained(bs, app, timeout=timeout, progress=20, workers=ws, signals_committed=True)
         cpu = [h.cpu_seconds(w.proc.pid) - c for w, c in zip(ws, cpu0, strict=True)]
         if not ok:
             raise SystemExit(f"{n_workers} worker(s) did not drain in {timeout}s: {lag}")

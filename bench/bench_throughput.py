@@ -157,7 +157,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(3)
                 top = profile_worker(w.proc.pid, args.profile_seconds,
                                      Path(args.profile_raw) if args.profile_raw else tmp / "pyspy.txt")
-            ok, lag = h.wait_drained(bs, app, timeout=args.timeout, progress=15, workers=[w])
+            ok, lag = h.wait_drained(bs, app, timeout=args.timeout, progress=15, workers=[w],
+                                     signals_committed=True)
             cpu = h.cpu_seconds(w.proc.pid) - cpu0
             rss1 = h.rss_kb(w.proc.pid)
             if not ok:
