@@ -9,6 +9,7 @@ timeout. The runner decides about rollback, not the executor.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,10 @@ from healer.audit import AuditEntry, AuditKind, for_action
 from healer.models import ActionRequest
 
 log = logging.getLogger("healer.runner")
+
+# the audit writes of the run in progress (pipelined mode): one list per task
+_PENDING: contextvars.ContextVar[list[asyncio.Future[Any]] | None] = contextvars.ContextVar(
+    "healer_runner_pending", default=None)
 
 AuditSink = Callable[[AuditEntry], Awaitable[None]]
 _WARN_KINDS = frozenset({"action.failed", "action.rollback_failed"})
@@ -81,11 +86,24 @@ class Runner:
         audit: AuditSink,
         retry: RetryPolicy | None = None,
         clock: Callable[[], datetime] = _now,
+        pipelined: bool = False,
     ) -> None:
         self.registry = registry
         self.audit = audit
         self.retry = retry or RetryPolicy()
         self.clock = clock
+        # pipelined: a step's audit write is handed to the sink and awaited before the next
+        # change (a rollback) and before run()/rollback() return, not one by one: with a
+        # group-committing sink an action waits for one broker round trip, not one per step
+        self.pipelined = pipelined
+
+    async def _settle(self) -> None:
+        """Wait for the audit writes handed over so far (pipelined mode)."""
+        pending = _PENDING.get()
+        if pending:
+            writes = pending[:]
+            pending.clear()
+            await asyncio.gather(*writes)
 
     async def _emit(self, kind: AuditKind, req: ActionRequest, **kw: Any) -> None:
         if kind in _WARN_KINDS:
@@ -96,7 +114,12 @@ class Runner:
                 extra={"action_id": req.action_id, "kind": kind},
             )
         try:
-            await self.audit(for_action(kind, req, self.clock(), **kw))
+            write = self.audit(for_action(kind, req, self.clock(), **kw))
+            pending = _PENDING.get()
+            if pending is not None:
+                pending.append(asyncio.ensure_future(write))
+                return
+            await write
         except Exception:  # the audit sink must not hide the action's own outcome
             log.exception("audit write failed", extra={"action_id": req.action_id, "kind": kind})
             raise
@@ -105,8 +128,18 @@ class Runner:
         self, what: str, fn: Callable[[], Awaitable[dict[str, Any]]], timeout: float | None = None
     ) -> dict[str, Any]:
         """Run ``fn`` with a timeout (the step's own, else the policy default) and
-        retries on TransientError."""
+        retries on TransientError.
+
+        The first attempt runs without the retry machinery (most steps succeed at once and
+        building tenacity's objects per step was a large share of a short action's CPU); its
+        failure is replayed as tenacity's first attempt, so attempts, waits and Retry-After
+        are what they were."""
         step_timeout = max(timeout or 0.0, self.retry.step_timeout)
+        started = time.monotonic()
+        try:
+            return await self._once(what, fn, step_timeout)
+        except TransientError as exc:
+            first: TransientError | None = exc
         attempts = 0
         backoff = wait_exponential_jitter(initial=self.retry.initial_wait, max=self.retry.max_wait)
 
@@ -116,19 +149,20 @@ class Runner:
             after = getattr(exc, "retry_after", None) or 0.0
             return max(backoff(state), min(float(after), self.retry.max_seconds))
 
+        budget = max(0.0, self.retry.max_seconds - (time.monotonic() - started))
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(TransientError),
-                stop=stop_after_attempt(self.retry.attempts) | stop_after_delay(self.retry.max_seconds),
+                stop=stop_after_attempt(self.retry.attempts) | stop_after_delay(budget),
                 wait=wait,
                 reraise=False,
             ):
                 with attempt:
                     attempts += 1
-                    try:
-                        return await asyncio.wait_for(fn(), timeout=step_timeout)
-                    except TimeoutError as exc:
-                        raise TransientError(f"{what} timed out after {step_timeout:g}s") from exc
+                    if first is not None:
+                        failed, first = first, None
+                        raise failed
+                    return await self._once(what, fn, step_timeout)
         except RetryError as exc:
             last = exc.last_attempt.exception()
             msg = last.message if isinstance(last, ActionError) else str(last)
@@ -136,6 +170,15 @@ class Runner:
             detail["attempts"] = attempts
             raise PermanentError(f"{what} failed after {attempts} attempts: {msg}", detail) from last
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    async def _once(what: str, fn: Callable[[], Awaitable[dict[str, Any]]], step_timeout: float) -> dict[str, Any]:
+        """One attempt within the step timeout (asyncio.timeout: no task per attempt)."""
+        try:
+            async with asyncio.timeout(step_timeout):
+                return await fn()
+        except TimeoutError as exc:
+            raise TransientError(f"{what} timed out after {step_timeout:g}s") from exc
 
     def _context(self, req: ActionRequest) -> tuple[Executor, ActionContext]:
         executor = self.registry.get(req.use)
@@ -154,8 +197,24 @@ class Runner:
     async def run(self, req: ActionRequest, announced: bool = False) -> Outcome:
         """Run one action through its whole lifecycle; never raises for action failures.
 
-        ``announced``: the caller already audited ``action.running``.
+        ``announced``: the caller already audited ``action.running``. Every audit record of
+        the run is written (acked by the sink) when this returns.
         """
+        return await self._whole(self._run(req, announced))
+
+    async def _whole(self, work: Awaitable[Outcome]) -> Outcome:
+        if not self.pipelined or _PENDING.get() is not None:
+            return await work
+        token = _PENDING.set([])
+        try:
+            return await work
+        finally:
+            try:
+                await self._settle()
+            finally:
+                _PENDING.reset(token)
+
+    async def _run(self, req: ActionRequest, announced: bool = False) -> Outcome:
         started = time.monotonic()
         out = Outcome(action_id=req.action_id, status="failed")
         rollback_after_failure = False
@@ -201,6 +260,7 @@ class Runner:
                 )
         if rollback_after_failure:
             if req.verify.rollback and executor.reversible:
+                await self._settle()  # the failure is on record before the rollback changes anything
                 rb = await self.rollback(req, out.before or {}, actor=None, reason=out.reason)
                 out.status = rb.status
                 out.detail = {**out.detail, "rollback": rb.detail}
@@ -233,6 +293,7 @@ class Runner:
                     detail={**out.detail, "phase": "verify"},
                 )
         if out.status == "failed" and req.verify.rollback and executor.reversible:
+            await self._settle()  # the failure is on record before the rollback changes anything
             rb = await self.rollback(req, out.before or {}, actor=None, reason=out.reason)
             out.status = rb.status
             out.detail = {**out.detail, "rollback": rb.detail}
@@ -246,7 +307,13 @@ class Runner:
         actor: str | None = None,
         reason: str | None = None,
     ) -> Outcome:
-        """Restore ``before`` (automatic after failed verify, or by an operator)."""
+        """Restore ``before`` (automatic after failed verify, or by an operator); its audit
+        records are written when this returns."""
+        return await self._whole(self._rollback(req, before, actor, reason))
+
+    async def _rollback(
+        self, req: ActionRequest, before: dict[str, Any], actor: str | None, reason: str | None,
+    ) -> Outcome:
         out = Outcome(action_id=req.action_id, status="rollback_failed", before=before)
         try:
             executor, ctx = self._context(req)

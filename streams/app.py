@@ -130,7 +130,7 @@ class HealerApp:
                                 self.gaps, self.outbox, self.partition_counts, self.keyring,
                                 settings.execution_rules(), registry.catalog, Refusals(settings.refusal_rule()))
         self.writer = AuditWriter(self.outbox, self.ctx.retrying)
-        self.runner = Runner(registry, self.writer.write, retry=retry)
+        self.runner = Runner(registry, self.writer.submit, retry=retry, pipelined=True)
 
         self.ingest = IngestStage(self.ctx)
         self.decide = DecideStage(self.ctx, self.targets)

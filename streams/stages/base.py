@@ -60,6 +60,19 @@ def table_set(table: Any, event: Any, key: str, value: Any) -> None:
         _current_event.reset(token)
 
 
+def table_write(table: Any, event: Any, key: str, value: Any) -> Awaitable[Any]:
+    """``table[key] = value`` on ``event``'s changelog partition, returning the changelog
+    record's delivery future: await it when the write must be durable before going on.
+
+    (Faust's ``producer.flush()`` is no such guarantee: it returns once its buffer queue is
+    empty, while its background task may still be handing the record to the Kafka client.)
+    The same as the table's ``__setitem__`` minus its sensors: healer's tables are not windowed.
+    """
+    fut = table.send_changelog(event.message.partition, key, value)
+    table.data[key] = value
+    return fut  # type: ignore[no-any-return]
+
+
 def input_record(event: Any) -> InputRecord:
     msg = event.message
     return InputRecord(msg.topic, msg.partition, msg.offset, msg.timestamp or None, event.key, event.value)

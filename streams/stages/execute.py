@@ -3,7 +3,7 @@
 Each action request becomes a task: under its target's lock (never two actions
 on one target at once) the ledger rule (``healer.ledger.admit``) says run,
 duplicate, interrupted or refused. To run: ``action.running`` is audited and
-the ledger's ``running`` mark made durable together (one producer flush), and
+the ledger's ``running`` mark made durable together (both acked by the broker), and
 only then does the executor change anything; a crash after that leaves the
 mark, so the redelivered request is audited as interrupted and never re-run.
 A request record is acknowledged when its task ends, so a crash redelivers
@@ -36,7 +36,15 @@ from healer.ledger import (
 )
 from healer.models import ActionRequest, EventRef
 from streams.outbox import AuditWriter
-from streams.stages.base import StageContext, delivery, headers_of, now, source, table_set
+from streams.stages.base import (
+    StageContext,
+    delivery,
+    headers_of,
+    now,
+    source,
+    table_set,
+    table_write,
+)
 
 log = logging.getLogger("healer.worker")
 
@@ -132,8 +140,8 @@ class ExecuteStage:
             async with self.slots:
                 # action.running and the running mark become durable together, before any effect
                 running = self.writer.submit(for_action("action.running", req, at))
-                table_set(self.ledger, ev, req.action_id, adm.entry.to_json())
-                await asyncio.gather(running, self.ctx.app.producer.flush())
+                mark = table_write(self.ledger, ev, req.action_id, adm.entry.to_json())
+                await asyncio.gather(running, mark)  # both acked by the broker
                 try:
                     outcome = await asyncio.wait_for(self.runner.run(req, announced=True), timeout=self.timeout)
                 except TimeoutError:
@@ -146,7 +154,9 @@ class ExecuteStage:
             self.ctx.metrics.action_done(req.use, outcome.status, outcome.duration_seconds)
             done = finish(adm.entry, outcome.status, now(), before=outcome.before, after=outcome.after,
                           reason=outcome.reason, reversible=outcome.reversible)
-            table_set(self.ledger, ev, req.action_id, done.to_json())
+            # durable before the request is acknowledged (a crash before it redelivers the
+            # request, which the running mark then reports as interrupted)
+            await table_write(self.ledger, ev, req.action_id, done.to_json())
         finally:
             self.in_flight.pop(req.action_id, None)
 

@@ -208,3 +208,56 @@ def test_a_transient_error_out_of_the_rollback_verification_is_audited() -> None
     assert executor.calls["verify_rollback"] == 1
     last = sink.entries[-1]
     assert last.kind == "action.rollback_failed" and last.reason == "verify_rollback: 503 ServiceUnavailable"
+
+
+# ---------------------------------------------------------------- pipelined audit writes
+
+class SlowSink:
+    """A sink whose writes complete later (like a group commit): it records what was written
+    when, and what the executor had done by then."""
+
+    def __init__(self, executor: FaultyExecutor) -> None:
+        self.executor = executor
+        self.done: list[str] = []
+        self.submitted: list[str] = []
+
+    def __call__(self, entry: AuditEntry) -> asyncio.Future[None]:
+        self.submitted.append(entry.kind)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def finish() -> None:
+            self.done.append(entry.kind)
+            fut.set_result(None)
+
+        asyncio.get_running_loop().call_later(0.01, finish)
+        return fut
+
+
+@pytest.mark.parametrize(("fail", "kinds"), [
+    ({}, ["action.running", "action.succeeded", "action.verified"]),
+    ({"verify": "unverified"}, ["action.running", "action.succeeded", "action.failed", "action.rolled_back"]),
+])
+def test_pipelined_writes_are_all_acked_when_run_returns_and_before_a_rollback(
+    fail: dict[str, str], kinds: list[str]
+) -> None:
+    registry = ExecutorRegistry(default_catalog([ActionSpec("test.faulty", FaultParams, ALL_KINDS, True)]))
+    executor = FaultyExecutor()
+    registry.register(executor)
+    sink = SlowSink(executor)
+    runner = Runner(registry, sink, retry=RETRY, pipelined=True)
+    rollback_saw: list[list[str]] = []
+    real_rollback = executor.rollback
+
+    async def watching(ctx: ActionContext, before: dict[str, Any]) -> dict[str, Any]:
+        rollback_saw.append(list(sink.done))  # what was acked when the rollback began
+        return await real_rollback(ctx, before)
+
+    executor.rollback = watching  # type: ignore[method-assign]
+
+    async def go() -> list[str]:
+        await runner.run(request(fail))
+        return list(sink.done)  # acked by the time run returned
+
+    assert asyncio.run(go()) == kinds == sink.submitted
+    if "action.rolled_back" in kinds:
+        assert rollback_saw == [["action.running", "action.succeeded", "action.failed"]]
