@@ -52,8 +52,18 @@ def epoch_of(value: str | int | float) -> float:
 
 
 def format_time(dt: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z`` suffix; milliseconds only when present."""
-    dt = dt.astimezone(UTC)
+    """RFC 3339 in UTC with a ``Z`` suffix; milliseconds only when present (isoformat, not
+    strftime: every audit entry is stamped, and this is several times faster)."""
+    if dt.tzinfo is not UTC:
+        dt = dt.astimezone(UTC)
+    if dt.year < 1000:  # isoformat pads years; strftime's %Y did not
+        return _format_slow(dt)
+    if dt.microsecond:
+        return dt.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    return dt.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+
+
+def _format_slow(dt: datetime) -> str:
     if dt.microsecond:
         return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from healer.audit import entry_id, for_event
@@ -40,7 +41,7 @@ from healer.keys import Keyring
 from healer.models import EventRef
 from healer.wire import WireError, decode_audit
 from streams.client import security
-from streams.codec import dumps, loads
+from streams.codec import loads
 
 log = logging.getLogger("healer.sealer")
 
@@ -226,7 +227,7 @@ class Sealer:
                         if rec is not None:
                             key = str(body.get("action_id") or (body.get("event") or {}).get("id") or "").encode()
                             futs.append(await producer.send(
-                                self.audit_topic, dumps(rec), key=key or None, partition=partition))
+                                self.audit_topic, orjson.dumps(rec), key=key or None, partition=partition))
                 if futs:
                     await asyncio.gather(*futs)
                     self.sealed += len(futs)
@@ -259,7 +260,7 @@ class Sealer:
                                    "note": True}}
         rec = seal(body, pc.head, self.key)
         pc.remember(eid)
-        await (await producer.send(self.audit_topic, dumps(rec), partition=partition))
+        await (await producer.send(self.audit_topic, orjson.dumps(rec), partition=partition))
 
     def _entries(self, partition: int, offset: int, raw: bytes | None,
                  headers: Any = None) -> list[tuple[int, dict[str, Any]]]:
