@@ -18,6 +18,7 @@ transactions: see docs/architecture.md.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 from typing import Any
 
@@ -43,6 +44,17 @@ from streams.stages.ingest import IngestStage
 from streams.topics import TABLES, TopicNames, configs, layout
 
 log = logging.getLogger("healer.worker")
+
+
+def _malloc_trim() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim this way
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
 
 
 def _kafka_url(bootstrap: str) -> str:
@@ -146,10 +158,18 @@ class HealerApp:
         self.app.timer(interval=5.0)(self._check_broker)
         self.app.timer(interval=10.0)(self.approvals.expire_due)
         self.app.timer(interval=5.0)(self._refusal_summaries)
+        self.app.timer(interval=10.0)(self._return_free_memory)
 
         self.app.on_partitions_revoked.connect(self._revoked)  # type: ignore[arg-type]
         self.app.on_rebalance_complete.connect(self._rebalance_complete)  # type: ignore[arg-type]
         self.app.on_partitions_assigned.connect(self._assigned)  # type: ignore[arg-type]
+
+    async def _return_free_memory(self) -> None:
+        """Give freed heap pages back to the OS (glibc ``malloc_trim``). Target rows are
+        rewritten on every batch, so the heap is full of freed row-sized holes that glibc keeps
+        by default; a worker's RSS then follows its churn instead of its state."""
+        if _MALLOC_TRIM is not None:
+            _MALLOC_TRIM(0)
 
     async def _refusal_summaries(self) -> None:
         """Write the aggregated entry of a refusal window that has ended (streams.stages.base.Refusals)."""
