@@ -18,11 +18,20 @@ Commands are signed for real too (healer.commands): every app id gets a keyring
 point at with HEALER_KEYRING_FILE) holding the worker's and the sealer's keys
 and one operator key each for ``alice``, ``bob`` and ``carol`` (roles operate and
 approve). The CLI signs as alice unless ``--actor`` names another.
+
+Reading topics: ``read_until(done)`` stops as soon as ``done(records)`` holds;
+``read_to_quiet(done)`` goes on to a quiet point (every partition read to its
+end offset, the end offsets unchanged for a settle period), so a record written
+after the ones a test waited for, e.g. a duplicate on another partition, is in
+what the test checks. ``wait_for(condition)`` polls an observable condition.
+Tests read only public topics (inputs, ``{app}.audit``, ``{app}.deadletter``)
+and the worker's public HTTP, never the records of internal topics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -38,7 +47,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -63,6 +72,12 @@ def write_tokens_file(path: Path) -> dict[str, str]:
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)
     return tokens
+
+T = TypeVar("T")
+
+# how long a topic's end offsets must stay unchanged to count as quiet; the worker
+# pipeline hands records through several stages, a few seconds apart under load
+QUIET_SECONDS = float(os.environ.get("HEALER_TEST_QUIET_SECONDS", "5"))
 
 
 def free_port() -> int:
@@ -110,6 +125,16 @@ class Worker:
         except OSError:
             return ""
         return "\n".join(line for line in lines if not line.startswith(("|", "〃", "+")))[-8000:]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of ``name`` on /metrics whose labels include ``labels``."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(self.url("/metrics"), timeout=5) as r:
+            text = r.read().decode()
+        want = labels.items()
+        return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                   if s.name == name and want <= s.labels.items())
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -219,34 +244,171 @@ def emit(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes | Non
     asyncio.run(produce(bootstrap, topic, recs))
 
 
-def read_until(
-    bootstrap: str, topic: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0,
-) -> list[dict[str, Any]]:
-    """Read ``topic`` from the start until ``done(records)`` holds; JSON values."""
+@dataclass(frozen=True)
+class Record:
+    """One record of a topic, undecoded."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def _json(rec: Record) -> Any:
+    try:
+        return json.loads(rec.value or b"")
+    except ValueError:
+        return {"__raw__": rec.value}
+
+
+def _read(
+    bootstrap: str, topic: str, convert: Callable[[Record], T], done: Callable[[list[T]], bool],
+    timeout: float, settle: float | None, quiet_timeout: float = 180.0,
+) -> list[T]:
+    """Read ``topic`` from the start until ``done`` holds, then (``settle`` not None) on to a
+    quiet point; see the module docstring. Without ``done`` holding: what was read."""
     from aiokafka import AIOKafkaConsumer
 
-    async def go() -> list[dict[str, Any]]:
+    async def go() -> list[T]:
         c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
                              auto_offset_reset="earliest", enable_auto_commit=False)
         await c.start()
-        out: list[dict[str, Any]] = []
+        out: list[T] = []
         try:
             deadline = time.monotonic() + timeout
+            satisfied = False
+            quiet_ends: dict[Any, int] | None = None
+            quiet_since = 0.0
             while time.monotonic() < deadline:
                 batch = await c.getmany(timeout_ms=500)
+                got = 0
                 for msgs in batch.values():
                     for m in msgs:
-                        try:
-                            out.append(json.loads(m.value))
-                        except ValueError:
-                            out.append({"__raw__": m.value})
-                if done(out):
+                        out.append(convert(Record(m.topic, m.partition, m.offset, m.key, m.value)))
+                        got += 1
+                if not satisfied:
+                    satisfied = done(out)
+                    if not satisfied:
+                        continue
+                    if settle is None:
+                        return out
+                    deadline = time.monotonic() + quiet_timeout
+                tps = list(c.assignment())
+                ends = await c.end_offsets(tps) if tps else {}
+                caught_up = bool(tps) and all([await c.position(tp) >= ends[tp] for tp in tps])
+                now = time.monotonic()
+                if got or not caught_up or ends != quiet_ends:
+                    quiet_ends, quiet_since = (ends if caught_up else None), now
+                elif now - quiet_since >= (settle or 0.0):
                     return out
+            if satisfied:
+                raise AssertionError(f"{topic} did not go quiet within {quiet_timeout:g}s: records kept "
+                                     f"arriving ({len(out)} read)")
             return out
         finally:
             await c.stop()
 
     return asyncio.run(go())
+
+
+def read_until(
+    bootstrap: str, topic: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 60.0,
+) -> list[dict[str, Any]]:
+    """Read ``topic`` from the start until ``done(records)`` holds; JSON values."""
+    return _read(bootstrap, topic, _json, done, timeout, settle=None)
+
+
+def read_to_quiet(
+    bootstrap: str, topic: str, done: Callable[[list[dict[str, Any]]], bool] = lambda recs: True,
+    timeout: float = 120.0, settle: float = QUIET_SECONDS,
+) -> list[dict[str, Any]]:
+    """Read ``topic`` from the start until ``done(records)`` holds, then on until every
+    partition is read to its end offset and the end offsets stayed the same for ``settle``
+    seconds; JSON values. ``done`` not holding within ``timeout``: what was read (the
+    caller's assertions say what is missing). Never quiet: AssertionError."""
+    return _read(bootstrap, topic, _json, done, timeout, settle=settle)
+
+
+def read_records(bootstrap: str, topic: str, count: int, timeout: float = 120.0) -> list[Record]:
+    """The first ``count`` records of ``topic`` (at least; all of it once quiet), undecoded."""
+    return _read(bootstrap, topic, lambda r: r, lambda recs: len(recs) >= count, timeout, settle=1.0)
+
+
+def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """The end offset of every partition of ``topics``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def go() -> dict[tuple[str, int], int]:
+        c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+        await c.start()
+        try:
+            await c._client.force_metadata_update()
+            tps = [TopicPartition(t, p) for t in topics for p in (c.partitions_for_topic(t) or set())]
+            ends = await c.end_offsets(tps)
+            return {(tp.topic, tp.partition): off for tp, off in ends.items()}
+        finally:
+            await c.stop()
+
+    return asyncio.run(go())
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120.0, every: float = 0.3) -> float:
+    """Poll ``condition`` until it holds; the seconds it took. AssertionError naming ``what``
+    after ``timeout``. Exceptions while polling (a worker still starting) count as "not yet"."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if condition():
+                return time.monotonic() - t0
+        except (OSError, ValueError):
+            pass
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def dead_letter_bytes(dead: dict[str, Any]) -> bytes:
+    """The input bytes a dead letter kept: ``raw`` (UTF-8 text) or ``raw_base64``."""
+    if dead.get("raw_base64") is not None:
+        return base64.b64decode(dead["raw_base64"], validate=True)
+    if dead.get("raw") is not None:
+        return str(dead["raw"]).encode("utf-8")
+    return b""
+
+
+def dead_letter_problems(dead: list[dict[str, Any]], inputs: list[Record], cap: int) -> list[str]:
+    """How ``dead`` (records of ``{app}.deadletter``) differs from the inputs they name: each
+    names an input by topic, partition and offset, keeps its first ``cap`` bytes exactly and
+    says how long it was and whether it was cut; no input is dead-lettered twice."""
+    by_coord: dict[tuple[Any, ...], bytes] = {(r.topic, r.partition, r.offset): r.value or b"" for r in inputs}
+    problems: list[str] = []
+    seen: set[tuple[Any, ...]] = set()
+    for d in dead:
+        coord = (d.get("topic"), d.get("partition"), d.get("offset"))
+        name = "{}[{}]@{}".format(*coord)
+        if coord not in by_coord:
+            problems.append(f"{name}: names no input record")
+            continue
+        if coord in seen:
+            problems.append(f"{name}: dead-lettered twice")
+        seen.add(coord)
+        raw = by_coord[coord]
+        try:
+            kept = dead_letter_bytes(d)
+        except ValueError as exc:
+            problems.append(f"{name}: raw_base64 does not decode: {exc}")
+            continue
+        if kept != raw[:cap]:
+            problems.append(f"{name}: keeps {len(kept)} bytes that are not the input's first {min(cap, len(raw))}")
+        if d.get("raw") is not None and d.get("raw_base64") is not None:
+            problems.append(f"{name}: both raw and raw_base64 set")
+        if d.get("raw_bytes") != len(raw):
+            problems.append(f"{name}: raw_bytes {d.get('raw_bytes')} != {len(raw)}")
+        if d.get("raw_truncated") is not (len(raw) > cap):
+            problems.append(f"{name}: raw_truncated {d.get('raw_truncated')} for {len(raw)} bytes (cap {cap})")
+        if not d.get("error"):
+            problems.append(f"{name}: no error")
+    return problems
 
 
 def healer_cli(bootstrap: str, app_id: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -5,19 +5,30 @@ processes that are killed with SIGKILL at random moments (6 times) and
 restarted. Afterwards (tests/streamcheck.py): every valid input appears in
 the audit as `event.received` exactly once; no action id runs twice; the set
 of executed actions equals what `healer policy test` computes offline for the
-same input; every audit chain verifies.
+same input; every audit chain verifies. Those kills hit instant actions, so
+they seldom interrupt one: the number interrupted is reported.
+
+An interrupted action on its own: a worker is SIGKILLed while an action's
+executor runs (a `webhook.notify` whose receiver holds the request: its arrival
+is the observable); the successor audits the action `action.failed`
+`interrupted`, and never runs it again (one request, no later outcome).
 """
 
 from __future__ import annotations
 
+import json
 import random
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.streamcheck import Scenario, check_invariants, emit_batch
-from tests.workers import WorkerFactory
+from healer.chain import verify
+from tests.streamcheck import Scenario, check_invariants, emit_batch, interrupted_actions
+from tests.workers import WorkerFactory, emit, read_to_quiet
 
 pytestmark = pytest.mark.integration
 
@@ -45,3 +56,112 @@ def test_sigkill_mid_stream_loses_nothing_and_runs_nothing_twice(
     stats = check_invariants(sc, kafka_bootstrap, app, worker.log_tail())
     print(f"kills={kills} {stats}")
     worker.stop()
+
+
+
+SLOW_POLICIES = """
+apiVersion: healer/v1
+kind: Policy
+metadata: {name: slow-notify}
+spec:
+  trigger: {alert: {matchers: ['alertname="SlowFix"']}}
+  target: {kind: Deployment, namespace: llm, name: "{{ labels.deployment }}"}
+  actions:
+    - {use: webhook.notify, with: {url: "%s", timeout_seconds: 120}}
+  guards: {cooldown: 1h}
+---
+apiVersion: healer/v1
+kind: Policy
+metadata: {name: quick-fix}
+spec:
+  trigger: {alert: {matchers: ['alertname="QuickFix"']}}
+  target: {kind: Deployment, namespace: llm, name: "{{ labels.deployment }}"}
+  actions:
+    - {use: healer.noop, with: {message: quick}}
+  guards: {cooldown: 1h}
+"""
+
+
+class HeldReceiver:
+    """A local HTTP endpoint for ``webhook.notify`` that holds the first request open until
+    ``release()`` and answers any later one at once: a request arriving is the observable
+    proof that the executor is running, and a second one is a second run."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.first = threading.Event()
+        self.released = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                receiver.requests.append(body)
+                if len(receiver.requests) == 1:
+                    receiver.first.set()
+                    receiver.released.wait(timeout=600)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def release(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _alert(name: str, deployment: str) -> bytes:
+    return json.dumps({"status": "firing", "labels": {"alertname": name, "deployment": deployment},
+                       "startsAt": "2026-11-21T10:00:00Z"}).encode()
+
+
+def test_an_action_interrupted_by_sigkill_is_failed_and_never_run_again(
+    healer_worker: WorkerFactory, kafka_bootstrap: str, unique_app_id: str, tmp_path: Path
+) -> None:
+    # The executor of the action is held mid-request (a noop's sleep could not be observed:
+    # action.running is audited before the ledger marks the action running, and a crash
+    # between the two rightly re-runs an action whose executor never started)
+    app = unique_app_id
+    hook = HeldReceiver()
+    try:
+        pol = tmp_path / "policies"
+        pol.mkdir()
+        (pol / "p.yaml").write_text(SLOW_POLICIES % hook.url)
+        first = healer_worker.start(pol, app)
+        emit(kafka_bootstrap, f"{app}.alerts", [_alert("SlowFix", "slow")])
+        assert hook.first.wait(timeout=120), "the webhook was never called\n" + first.log_tail()
+        first.kill()  # mid-action: the executor waits for the held answer
+        slow_id = hook.requests[0]["action_id"]
+
+        second = healer_worker.start(pol, app)
+        emit(kafka_bootstrap, f"{app}.alerts", [_alert("QuickFix", "quick")])
+
+        def settled(recs: list[dict]) -> bool:
+            ended = any(r.get("kind") in ("action.failed", "action.verified") and r.get("action_id") == slow_id
+                        for r in recs)
+            quick = any(r.get("kind") == "action.verified" and r["target"]["name"] == "quick" for r in recs)
+            return ended and quick
+
+        audit = read_to_quiet(kafka_bootstrap, f"{app}.audit", settled, timeout=240)
+        assert settled(audit), f"{[r.get('kind') for r in audit]}\n{second.log_tail()}"
+        kinds = [r["kind"] for r in audit if r.get("action_id") == slow_id]
+        assert kinds == ["action.queued", "action.running", "action.failed"], kinds
+        assert interrupted_actions(audit) == {slow_id}
+        failed = next(r for r in audit if r.get("action_id") == slow_id and r["kind"] == "action.failed")
+        assert failed["detail"]["interrupted"] is True and failed["reason"].startswith("interrupted"), failed
+        assert len(hook.requests) == 1, f"the webhook was called {len(hook.requests)} times"
+        received = [r["event"]["id"] for r in audit if r.get("kind") == "event.received"]
+        assert len(received) == len(set(received)) == 2, received
+        report = verify(audit)
+        assert report.ok, [str(p) for p in report.problems]
+        print(f"{len(audit)} audit records; webhook calls {len(hook.requests)}")
+        assert second.stop() == 0
+    finally:
+        hook.release()

@@ -1,6 +1,8 @@
 """Two workers in one consumer group share the partitions; killing one moves
 its targets (state, ledger, audit chains) to the other without duplicate or
-lost actions (invariants in tests/streamcheck.py)."""
+lost actions (invariants in tests/streamcheck.py). Worker A is killed only once
+its own /metrics show it finished actions, so the handover is of a worker that
+was doing work, not of an idle one."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.streamcheck import Scenario, check_invariants, emit_batch
-from tests.workers import Worker, WorkerFactory
+from tests.workers import Worker, WorkerFactory, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +37,10 @@ def test_two_workers_share_partitions_and_survive_losing_one(
     for i, batch in enumerate(batches):
         emit_batch(kafka_bootstrap, batch)
         if i == 2:
-            time.sleep(1.0)
+            took = wait_for(lambda: a.metric("healer_actions_total") > 0, "worker A to finish an action",
+                            timeout=180)
+            done_by_a = a.metric("healer_actions_total")
             a.kill()  # its partitions move to b
     stats = check_invariants(sc, kafka_bootstrap, app, b.log_tail())
-    print(stats)
+    print(f"A finished {done_by_a:.0f} actions ({took:.1f}s after batch 3) before it was killed; {stats}")
     assert b.stop() == 0
