@@ -1,6 +1,9 @@
 """End to end on a real broker with a real ``healer run`` worker process:
 Alertmanager payload in -> action request + audit trail out; bad records
-between good ones go to dead letters and the audit, and never stop the flow."""
+between good ones go to dead letters and the audit, and never stop the flow.
+Each dead letter names its input (topic, partition, offset) and keeps its bytes:
+all of them, or the first 128 KiB of an input larger than that (``raw_bytes``,
+``raw_truncated``)."""
 
 from __future__ import annotations
 
@@ -10,9 +13,22 @@ from pathlib import Path
 import pytest
 
 from healer.chain import verify
-from tests.workers import WorkerFactory, emit, read_until
+from tests.workers import (
+    WorkerFactory,
+    dead_letter_problems,
+    emit,
+    read_records,
+    read_to_quiet,
+    read_until,
+)
 
 pytestmark = pytest.mark.integration
+
+DEADLETTER_CAP = 128 * 1024  # bytes of a rejected input its dead letter keeps (docs, CHANGELOG)
+# over the cap, well under the worker's default max record size (1 MiB): rejected as bad
+# input, not as too large, and cut in the dead letter; one UTF-8 text, one binary (base64)
+BIG_TEXT = b"{" + b"y" * (DEADLETTER_CAP + 70_000)
+BIG_BINARY = b"\xff" * (DEADLETTER_CAP + 20_000)
 
 POLICY = """
 apiVersion: healer/v1
@@ -51,17 +67,21 @@ def test_alert_to_action_and_audit_with_bad_records_between(
     (pol / "p.yaml").write_text(POLICY)
     w = healer_worker.start(pol, unique_app_id)
     app = unique_app_id
-    emit(kafka_bootstrap, f"{app}.alerts", [
+    inputs = [
         payload("vllm-a"),
         b"\x00\xffnot json",
         b'{"labels": {"alertname": 5}}',
+        BIG_TEXT,
+        BIG_BINARY,
         payload("vllm-b"),
-    ], keys=[b"k", b"k", b"k", b"k"])  # one partition: the bad ones sit between the good ones
+    ]
+    # one partition: the bad ones sit between the good ones
+    emit(kafka_bootstrap, f"{app}.alerts", inputs, keys=[b"k"] * len(inputs))
 
     def complete(recs: list[dict]) -> bool:
         verified = [r for r in recs if r.get("kind") == "action.verified"]
         rejected = [r for r in recs if r.get("kind") == "event.rejected"]
-        return len(verified) >= 2 and len(rejected) >= 2
+        return len(verified) >= 2 and len(rejected) >= 4
 
     audit = read_until(kafka_bootstrap, f"{app}.audit", complete, timeout=90)
     assert complete(audit), f"audit incomplete: {[r.get('kind') for r in audit]}\n{w.log_tail()}"
@@ -78,14 +98,20 @@ def test_alert_to_action_and_audit_with_bad_records_between(
     received = [r for r in audit if r["kind"] == "event.received"]
     assert len(received) == 2
     rejected = [r for r in audit if r["kind"] == "event.rejected"]
-    reasons = sorted(r["reason"] for r in rejected)
-    assert reasons[0].startswith("not UTF-8") and reasons[1].startswith("schema:"), reasons
+    reasons = sorted(r["reason"].split(":")[0] for r in rejected)
+    assert reasons == ["not JSON", "not UTF-8", "not UTF-8", "schema"], reasons
 
-    dead = read_until(kafka_bootstrap, f"{app}.deadletter", lambda r: len(r) >= 2, timeout=30)
-    assert len(dead) == 2
+    dead = read_to_quiet(kafka_bootstrap, f"{app}.deadletter", lambda r: len(r) >= 4, timeout=60)
+    assert len(dead) == 4
     assert {d["error"] for d in dead} == {r["reason"] for r in rejected}
-    assert all(d["topic"] == f"{app}.alerts" and isinstance(d["offset"], int) for d in dead)
-    assert any(d.get("raw_base64") for d in dead)  # bytes that are not UTF-8 are kept, base64
+    sent = read_records(kafka_bootstrap, f"{app}.alerts", len(inputs))
+    assert [r.value for r in sent] == inputs
+    assert dead_letter_problems(dead, sent, DEADLETTER_CAP) == []
+    bad = {(r.partition, r.offset) for r in sent if r.value not in (inputs[0], inputs[-1])}
+    assert {(d["partition"], d["offset"]) for d in dead} == bad
+    # bytes that are not UTF-8 are kept as base64, also when cut at the cap
+    assert sorted((bool(d["raw_base64"]), d["raw_truncated"]) for d in dead) == [
+        (False, False), (False, True), (True, False), (True, True)]
 
     report = verify(audit)
     assert report.ok, [str(p) for p in report.problems]
