@@ -10,14 +10,15 @@ Where the broker comes from, first match wins:
    sets its default partitions per topic (default 1).
 
 When java or mvn is missing the embedded broker cannot start: Kafka tests are
-skipped with the reason, unless ``CI`` or ``HEALER_REQUIRE_KAFKA`` is set, in
-which case they fail.
+skipped with the reason, unless ``HEALER_REQUIRE_KAFKA`` is set, in which case
+they fail. Under ``CI`` every skip fails anyway (tests/ci_skips.py).
 
 Fixtures: ``kafka_bootstrap`` (str); ``embedded_kafka`` (the EmbeddedKafka, or
 None for an external/container broker); ``restartable_kafka`` (per test: the
-EmbeddedKafka for tests that stop, kill or restart the broker; skips when the
-broker is not embedded and makes sure it runs again after the test);
-``unique_app_id`` (fresh per test, so every test has its own topics and groups).
+EmbeddedKafka for tests that stop, kill or restart the broker; skips, saying
+why, when the broker is not embedded, which under ``CI`` is a failure, and
+makes sure it runs again after the test); ``unique_app_id`` (fresh per test, so
+every test has its own topics and groups).
 """
 
 from __future__ import annotations
@@ -147,12 +148,14 @@ def unique_app_id() -> str:
 
 @pytest.fixture
 def restartable_kafka(kafka_backend: KafkaBackend) -> Iterator[EmbeddedKafka]:
-    """The embedded broker for a test that stops/kills/restarts it; running again afterwards."""
+    """The embedded broker for a test that stops/kills/restarts it; running again afterwards.
+    Another kind of session broker: a skip with the reason (a failure under CI, tests/ci_skips.py)."""
     broker = kafka_backend.embedded
     if broker is None:
         pytest.skip(
             f"needs the embedded broker to restart it; the session uses a {kafka_backend.kind} "
-            f"broker at {kafka_backend.bootstrap} (unset KAFKA_BOOTSTRAP_SERVERS / no Docker)"
+            f"broker at {kafka_backend.bootstrap} (unset KAFKA_BOOTSTRAP_SERVERS and make Docker "
+            "unreachable, e.g. DOCKER_HOST=unix:///nonexistent, to use the embedded one)"
         )
     try:
         yield broker
