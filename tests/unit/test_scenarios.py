@@ -8,7 +8,8 @@ against the policy semantics (docs/design.md, "Policy language v1"; each events
 file says what it exercises in its header). To
 regenerate after an intended change (a policy edit changes its revision):
 ``HEALER_UPDATE_SCENARIOS=1 pytest tests/unit/test_scenarios.py`` and review
-the diff line by line before committing it.
+the diff line by line before committing it. Under ``CI`` that variable is
+refused (the tests fail): in update mode they cannot fail.
 """
 
 from __future__ import annotations
@@ -43,6 +44,21 @@ def _args(name: str) -> list[str]:
     ]
 
 
+def update_mode() -> bool:
+    """``HEALER_UPDATE_SCENARIOS=1``: rewrite the expected plans from the current output.
+    Refused under CI, where it would turn every scenario test into one that cannot fail."""
+    if os.environ.get("HEALER_UPDATE_SCENARIOS") != "1":
+        return False
+    if os.environ.get("CI"):
+        pytest.fail(
+            "HEALER_UPDATE_SCENARIOS=1 is refused under CI: it rewrites tests/scenarios/*/expected.jsonl "
+            "from the current output, so the scenario tests could not fail. Unset HEALER_UPDATE_SCENARIOS "
+            "in CI; to regenerate, run it locally without CI and review the diff.",
+            pytrace=False,
+        )
+    return True
+
+
 def _plan(text: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
@@ -50,7 +66,7 @@ def _plan(text: str) -> list[dict[str, object]]:
 @pytest.mark.parametrize("name", NAMES)
 def test_scenario_reproduces_expected_plan(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     expected = SCENARIOS / name / "expected.jsonl"
-    if os.environ.get("HEALER_UPDATE_SCENARIOS") == "1":
+    if update_mode():
         assert main(_args(name)) == 0
         expected.write_text(capsys.readouterr().out, encoding="utf-8")
     code = main([*_args(name), "--expect", str(expected)])
@@ -58,6 +74,24 @@ def test_scenario_reproduces_expected_plan(name: str, capsys: pytest.CaptureFixt
     assert code == 0, out.err
     assert "plan matches" in out.err
     assert _plan(out.out) == _plan(expected.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(("update", "ci", "mode"), [
+    (None, None, False), ("1", None, True), ("0", "1", False), ("1", "1", "refused"), ("1", "true", "refused"),
+])
+def test_update_mode_is_refused_under_ci(
+    update: str | None, ci: str | None, mode: bool | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var, value in (("HEALER_UPDATE_SCENARIOS", update), ("CI", ci)):
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, value)
+    if mode == "refused":
+        with pytest.raises(pytest.fail.Exception, match="refused under CI"):
+            update_mode()
+    else:
+        assert update_mode() is mode
 
 
 def test_expect_reports_a_difference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

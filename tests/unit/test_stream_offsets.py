@@ -1,14 +1,37 @@
-"""Offset bookkeeping of the worker's stages: commits (streams.faust_fixes) and gaps (streams.gaps)."""
+"""Offset bookkeeping of the worker's stages: commits (streams.faust_fixes) and gaps (streams.gaps).
+
+The tests that ``install()`` the patch on Faust's consumer do it inside ``faust_patch_scope``:
+the consumer and the module's state are as before once the test ends, so no other test in the
+process runs against a patched Faust by accident."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
 from faust.transport.consumer import Consumer
 
+from streams import faust_fixes
 from streams.faust_fixes import commit_offset, install
 from streams.gaps import Gap, OffsetTracker
+
+
+@contextmanager
+def faust_patch_scope() -> Iterator[None]:
+    """``install()`` may be called inside: everything it changes is undone on exit."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Consumer, "_new_offset", Consumer._new_offset)
+        m.setattr(faust_fixes, "_INSTALLED", False)
+        m.setattr(faust_fixes, "_floor", None)
+        yield
+
+
+@pytest.fixture
+def scoped_patch() -> Iterator[None]:
+    with faust_patch_scope():
+        yield
 
 
 def test_commit_waits_for_the_oldest_record() -> None:
@@ -32,7 +55,7 @@ def test_gaps_count_as_done_only_up_to_the_newest_ack() -> None:
     assert commit_offset([10], committed=10, gaps=[(11, 20)]) == (11, [])
 
 
-def test_installed_patch_drives_fausts_consumer_bookkeeping() -> None:
+def test_installed_patch_drives_fausts_consumer_bookkeeping(scoped_patch: None) -> None:
     from collections import defaultdict
 
     from intervaltree import IntervalTree
@@ -85,7 +108,7 @@ def test_tracker_without_a_seed_trusts_the_first_record(first: int) -> None:
     assert gaps == [] and nxt == {("s", 0): first + 101}
 
 
-def test_without_a_committed_offset_the_floor_guards_the_commit() -> None:
+def test_without_a_committed_offset_the_floor_guards_the_commit(scoped_patch: None) -> None:
     from collections import defaultdict
 
     from intervaltree import IntervalTree
@@ -100,3 +123,26 @@ def test_without_a_committed_offset_the_floor_guards_the_commit() -> None:
     assert Consumer._new_offset(fake, tp) is None  # type: ignore[arg-type]
     fake._acked[tp].append(0)
     assert Consumer._new_offset(fake, tp) == 3  # type: ignore[arg-type]
+
+
+def test_install_is_idempotent_and_the_scope_undoes_it() -> None:
+    def before(self: object, tp: object) -> None:  # stands for whatever the process had
+        return None
+
+    def floor(topic: str, partition: int) -> int:
+        return 7
+
+    with pytest.MonkeyPatch.context() as outer:
+        outer.setattr(Consumer, "_new_offset", before)
+        state = (faust_fixes._INSTALLED, faust_fixes._floor)
+        with faust_patch_scope():
+            install()
+            patched = Consumer._new_offset
+            assert patched is faust_fixes._new_offset
+            install(floor)  # a second worker app in the process: same patch, its floor
+            assert Consumer._new_offset is patched and faust_fixes._floor is floor
+            install()  # no floor given: the one set stays
+            assert faust_fixes._floor is floor
+        assert Consumer._new_offset is before
+        assert (faust_fixes._INSTALLED, faust_fixes._floor) == state
+
