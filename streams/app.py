@@ -135,7 +135,7 @@ class HealerApp:
         self.sealer = Sealer(self.bootstrap, n.audit_log, n.audit, keyring=self.keyring,
                              on_foreign=self.metrics.foreign_audit)
         self.gaps = GapGuard(self.bootstrap, self._committed, self._log_start, security, self._on_gap)
-        install_faust_fixes(self.gaps.floor)
+        install_faust_fixes(self.gaps.floor, after_seek=self._start_uncommitted)
         self.outbox = Outbox(lambda: self.app.producer, n.audit_log, lambda: self.ctx.partitions(n.audit_log),
                              self.keyring.signing_key())
         self.ctx = StageContext(self.app, self.bootstrap, settings, policies, settings.engine(), n, self.metrics,
@@ -161,7 +161,6 @@ class HealerApp:
         self.app.timer(interval=10.0)(self._return_free_memory)
 
         self.app.on_partitions_revoked.connect(self._revoked)  # type: ignore[arg-type]
-        self.app.on_rebalance_complete.connect(self._rebalance_complete)  # type: ignore[arg-type]
         self.app.on_partitions_assigned.connect(self._assigned)  # type: ignore[arg-type]
 
     async def _return_free_memory(self) -> None:
@@ -193,9 +192,13 @@ class HealerApp:
         # stop sealing (and finish in-flight writes) before another worker takes over
         await self.sealer.revoke(self._seal_partitions(revoked))
 
-    async def _rebalance_complete(self, app: Any, **kw: Any) -> None:
+    async def _start_uncommitted(self, consumer: Any) -> None:
+        """Run right after Faust's seek to the committed offsets (streams.faust_fixes): the
+        partitions the group never committed start at their log start. At rebalance-complete,
+        before that seek, it was undone for a partition whose only record Faust had fetched
+        and dropped while the flow was stopped (a killed worker's last action request)."""
         try:
-            await start_uncommitted_at_log_start(self.app.consumer, self.names.consumed())
+            await start_uncommitted_at_log_start(consumer, self.names.consumed())
         except Exception:  # the gap guard still reads back what this did not reach
             log.warning("could not seek uncommitted partitions to their log start", exc_info=True)
 

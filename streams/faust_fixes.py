@@ -1,4 +1,4 @@
-"""A correction to faust-streaming's offset commits that healer depends on.
+"""Two corrections to faust-streaming's offset handling that healer depends on.
 
 faust-streaming (0.15.x) computes the offset to commit for a partition from
 the offsets its streams acknowledged. Its check for "the oldest record is not
@@ -15,18 +15,31 @@ group has none, at the offset healer's gap guard started the partition from). Of
 ranges Faust recorded as gaps (offsets the fetcher never saw) still count as
 done; healer's stages fetch and process such ranges themselves before they
 acknowledge the record after the gap (streams.gaps).
+
+``install(after_seek=...)`` also runs a hook right after Faust's
+``perform_seek`` ("seek stream partitions to committed offsets", at the end of
+every rebalance, with the flow still stopped). healer seeks the partitions the
+group has no committed offset for to their log start there. Doing it earlier
+(when the rebalance completes) was not enough: Faust resumes fetching before
+its seek, drops what it fetched while the flow is stopped, and its seek leaves a
+partition without a committed offset where the fetcher got to. A killed
+worker's last action request, with no record after it, was then never handed
+to the new owner.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faust.transport.consumer import Consumer
 
 _INSTALLED = False
 Floor = Callable[[str, int], "int | None"]
+AfterSeek = Callable[[Any], Awaitable[None]]
 _floor: Floor | None = None
+_after_seek: AfterSeek | None = None
+_faust_perform_seek = Consumer.perform_seek
 
 
 def commit_offset(
@@ -76,13 +89,24 @@ def _new_offset(self: Any, tp: Any) -> int | None:
     return nxt
 
 
-def install(floor: Floor | None = None) -> None:
+async def _perform_seek(self: Any) -> None:
+    await _faust_perform_seek(self)
+    if _after_seek is not None:
+        await _after_seek(self)
+
+
+def install(floor: Floor | None = None, after_seek: AfterSeek | None = None) -> None:
     """Patch Faust's consumer once per process. ``floor(topic, partition)``: the
-    first offset of a partition with no committed offset (the gap guard's seed)."""
-    global _INSTALLED, _floor
+    first offset of a partition with no committed offset (the gap guard's seed);
+    ``after_seek(consumer)``: run after Faust sought the partitions to their
+    committed offsets. Arguments left out keep what an earlier call set."""
+    global _INSTALLED, _floor, _after_seek
     if floor is not None:
         _floor = floor
+    if after_seek is not None:
+        _after_seek = after_seek
     if _INSTALLED:
         return
     Consumer._new_offset = _new_offset  # type: ignore[method-assign]
+    Consumer.perform_seek = _perform_seek  # type: ignore[method-assign]
     _INSTALLED = True

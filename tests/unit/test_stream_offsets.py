@@ -6,6 +6,7 @@ process runs against a patched Faust by accident."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -23,8 +24,10 @@ def faust_patch_scope() -> Iterator[None]:
     """``install()`` may be called inside: everything it changes is undone on exit."""
     with pytest.MonkeyPatch.context() as m:
         m.setattr(Consumer, "_new_offset", Consumer._new_offset)
+        m.setattr(Consumer, "perform_seek", Consumer.perform_seek)
         m.setattr(faust_fixes, "_INSTALLED", False)
         m.setattr(faust_fixes, "_floor", None)
+        m.setattr(faust_fixes, "_after_seek", None)
         yield
 
 
@@ -143,6 +146,27 @@ def test_install_is_idempotent_and_the_scope_undoes_it() -> None:
             assert Consumer._new_offset is patched and faust_fixes._floor is floor
             install()  # no floor given: the one set stays
             assert faust_fixes._floor is floor
+            assert Consumer.perform_seek is faust_fixes._perform_seek
         assert Consumer._new_offset is before
         assert (faust_fixes._INSTALLED, faust_fixes._floor) == state
 
+
+def test_the_after_seek_hook_runs_once_fausts_seek_is_done(scoped_patch: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the hook seeks partitions without a committed offset to their log start: before Faust's
+    # own seek it would be undone (the fetcher moves on while the flow is stopped)
+    calls: list[object] = []
+
+    async def faust_seek(self: object) -> None:
+        calls.append(("faust", self))
+
+    async def hook(consumer: object) -> None:
+        calls.append(("hook", consumer))
+
+    monkeypatch.setattr(faust_fixes, "_faust_perform_seek", faust_seek)
+    consumer = object()
+    install()
+    asyncio.run(Consumer.perform_seek(consumer))  # type: ignore[arg-type]
+    assert calls == [("faust", consumer)]  # no hook: Faust's seek only
+    install(after_seek=hook)
+    asyncio.run(Consumer.perform_seek(consumer))  # type: ignore[arg-type]
+    assert calls[1:] == [("faust", consumer), ("hook", consumer)]
