@@ -28,7 +28,7 @@ from healer.cli.emit_cmd import parse_input
 from healer.loader import load_policy_set
 from healer.replay import Replayer, read_lines
 from streams.client import OutRecord, produce
-from tests.workers import end_offsets, read_to_quiet
+from tests.workers import EffectReceiver, end_offsets, read_to_quiet
 
 POLICIES = """
 apiVersion: healer/v1
@@ -41,7 +41,7 @@ spec:
   target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.deployment }}"}
   actions:
     - {use: healer.noop, with: {message: scale}, times: 2}
-    - {use: healer.noop, with: {message: page}}
+    - PAGE
   guards:
     cooldown: 20s
     budget: {max: 6, per: 10m}
@@ -97,10 +97,14 @@ class Scenario:
     expected: set[str]  # action ids the offline replay executes
 
     @classmethod
-    def build(cls, tmp: Path, n: int, seed: int = 11) -> Scenario:
+    def build(cls, tmp: Path, n: int, seed: int = 11, hook_url: str | None = None) -> Scenario:
+        """``hook_url``: the alert policy's "page" step is a ``webhook.notify`` to it (an
+        effect a test can count: tests/workers.py ``EffectReceiver``), else a noop."""
         pol = tmp / "policies"
         pol.mkdir(exist_ok=True)
-        (pol / "p.yaml").write_text(POLICIES)
+        page = (f'{{use: webhook.notify, with: {{url: "{hook_url}", timeout_seconds: 30}}}}' if hook_url
+                else "{use: healer.noop, with: {message: page}}")
+        (pol / "p.yaml").write_text(POLICIES.replace("PAGE", page))
         lines = make_events(n, seed)
         plan = Replayer(load_policy_set([pol])).run(read_lines(lines))
         expected = {d.action_id for d in plan if d.decision == "execute" and d.action_id}
@@ -125,30 +129,48 @@ def emit_batch(bootstrap: str, batch: dict[str, list[OutRecord]]) -> None:
         asyncio.run(produce(bootstrap, topic, recs))
 
 
-# what an interrupted action may never show: it was not run again to an outcome
-RERUN_KINDS = ("action.succeeded", "action.verified", "action.rolled_back", "action.rollback_failed")
+# the outcomes of a run: one after an action was reported interrupted is a second run
+OUTCOMES = ("action.succeeded", "action.verified", "action.failed", "action.rolled_back",
+            "action.rollback_failed")
+INTERRUPTED = "action.failed (interrupted)"
+
+
+def _lifecycles(audit: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Per action id, the kinds of its ``action.*`` records in the order written (records of
+    one action share an audit partition, so their order in ``audit`` is that order); an
+    interrupted report is :data:`INTERRUPTED`."""
+    kinds: dict[str, list[str]] = {}
+    for r in audit:
+        aid, kind = r.get("action_id"), str(r.get("kind", ""))
+        if aid and kind.startswith("action."):
+            if kind == "action.failed" and (r.get("detail") or {}).get("interrupted"):
+                kind = INTERRUPTED
+            kinds.setdefault(aid, []).append(kind)
+    return kinds
 
 
 def interrupted_actions(audit: list[dict[str, Any]]) -> set[str]:
     """The actions audited as interrupted (``action.failed`` with ``detail.interrupted``),
-    after asserting that none of them ran again: exactly one ``action.running`` before the
-    one ``action.failed``, and no later outcome. Records of one action share an audit
-    partition, so their order in ``audit`` is the order they were written."""
-    kinds: dict[str, list[str]] = {}
-    interrupted: set[str] = set()
-    for r in audit:
-        aid = r.get("action_id")
-        if not aid or not str(r.get("kind", "")).startswith("action."):
+    after asserting that none of them ran again: one ``action.running`` before the one
+    interrupted report, and no outcome after it."""
+    out: set[str] = set()
+    for aid, seq in _lifecycles(audit).items():
+        if INTERRUPTED not in seq:
             continue
-        kinds.setdefault(aid, []).append(r["kind"])
-        if r["kind"] == "action.failed" and (r.get("detail") or {}).get("interrupted"):
-            interrupted.add(aid)
-    for aid in sorted(interrupted):
-        seq = kinds[aid]
-        assert seq.count("action.running") == 1 and seq.count("action.failed") == 1, (aid, seq)
-        assert seq.index("action.running") < seq.index("action.failed"), (aid, seq)
-        assert not set(seq) & set(RERUN_KINDS), f"interrupted action {aid} ran again: {seq}"
-    return interrupted
+        out.add(aid)
+        at = seq.index(INTERRUPTED)
+        assert seq.count("action.running") == 1 and seq.count(INTERRUPTED) == 1, (aid, seq)
+        assert seq.index("action.running") < at, (aid, seq)
+        assert not set(seq[at:]) & set(OUTCOMES), f"interrupted action {aid} ran again: {seq}"
+    return out
+
+
+def finished_then_interrupted(audit: list[dict[str, Any]]) -> set[str]:
+    """Actions with an outcome and, after it, an interrupted report: not a second run (one
+    ``action.running``), but a crash after the outcome was audited and before the ledger
+    recorded it, so the redelivered request found the ledger still ``running``."""
+    return {aid for aid, seq in _lifecycles(audit).items()
+            if INTERRUPTED in seq and set(seq[:seq.index(INTERRUPTED)]) & set(OUTCOMES)}
 
 
 def _audit_log_ids(bootstrap: str, app: str, wanted: set[str]) -> str:
@@ -185,11 +207,25 @@ def accounted_inputs(recs: list[dict[str, Any]]) -> tuple[Counter[str], Counter[
     return alerts, metrics
 
 
+def effect_problems(audit: list[dict[str, Any]], effects: EffectReceiver) -> list[str]:
+    """How the requests ``effects`` received break "no action runs twice": an action id
+    requested twice, or a ``webhook.notify`` action audited as succeeded without exactly one
+    request (one interrupted mid-request may have sent one or none)."""
+    counts = effects.counts()
+    problems = [f"{aid}: requested {c} times" for aid, c in sorted(counts.items()) if c > 1]
+    done = {r["action_id"] for r in audit if r.get("kind") == "action.succeeded" and r.get("use") == "webhook.notify"}
+    problems += [f"{aid}: succeeded with {counts.get(aid, 0)} requests" for aid in sorted(done) if counts.get(aid) != 1]
+    return problems
+
+
 def check_invariants(sc: Scenario, bootstrap: str, app: str, log_tail: str = "",
-                     timeout: float = 300, interrupted: int | None = None) -> dict[str, Any]:
+                     timeout: float = 300, interrupted: int | None = None,
+                     effects: EffectReceiver | None = None) -> dict[str, Any]:
     """Wait until every input and expected action has settled and the audit topic is quiet,
     then assert the invariants. ``interrupted``: the exact number of actions the run must
-    have interrupted (None: any number, reported)."""
+    have interrupted (None: any number, reported). ``effects``: the receiver of the
+    scenario's webhook steps (``Scenario.build(hook_url=...)``); each action's request is
+    counted, since the audit cannot show a second run (its entries repeat the same ids)."""
     n = len(sc.lines)
 
     def settled(recs: list[dict[str, Any]]) -> bool:
@@ -214,6 +250,7 @@ def check_invariants(sc: Scenario, bootstrap: str, app: str, log_tail: str = "",
     ended = {r["action_id"] for r in audit if r.get("kind") in ("action.verified", "action.failed")}
     assert ended >= sc.expected, f"{len(sc.expected - ended)} actions never ended: {sorted(sc.expected - ended)[:5]}"
     stopped = interrupted_actions(audit)
+    late_reports = finished_then_interrupted(audit)
     executed = set(running)
     assert stopped <= executed
     if interrupted is not None:
@@ -221,10 +258,15 @@ def check_invariants(sc: Scenario, bootstrap: str, app: str, log_tail: str = "",
     assert executed == sc.expected, (
         f"missing {sorted(sc.expected - executed)[:5]}, unexpected {sorted(executed - sc.expected)[:5]}"
     )
+    if effects is not None:
+        problems = effect_problems(audit, effects)
+        assert not problems, f"actions ran twice: {problems[:10]}"
     queued = Counter(r["action_id"] for r in audit if r.get("kind") == "action.queued")
     assert set(queued) == sc.expected and max(queued.values()) == 1
     report = verify(audit)
     assert report.ok, [str(p) for p in report.problems]
     return {"inputs": n, "actions": len(sc.expected), "interrupted": len(stopped),
+            "interrupted_after_an_outcome": len(late_reports),
+            "webhook_requests": len(effects.requests) if effects is not None else None,
             "metric_inputs_audited_twice": replayed_metric_inputs,
             "audit_records": len(audit)}

@@ -24,6 +24,9 @@ Reading topics: ``read_until(done)`` stops as soon as ``done(records)`` holds;
 end offset, the end offsets unchanged for a settle period), so a record written
 after the ones a test waited for, e.g. a duplicate on another partition, is in
 what the test checks. ``wait_for(condition)`` polls an observable condition.
+``EffectReceiver`` is a local endpoint for ``webhook.notify`` that counts the
+requests per action id: the effect itself, which the audit cannot show twice
+(a replayed entry has the same id and the sealer drops it).
 Tests read only public topics (inputs, ``{app}.audit``, ``{app}.deadletter``)
 and the worker's public HTTP, never the records of internal topics.
 """
@@ -41,11 +44,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -233,6 +239,53 @@ def healer_worker(kafka_bootstrap: str, tmp_path: Path) -> Iterator[WorkerFactor
     f = WorkerFactory(kafka_bootstrap, tmp_path)
     yield f
     f.stop_all()
+
+
+class EffectReceiver:
+    """A local HTTP endpoint for ``webhook.notify`` (``url``): records every request body and
+    answers 200. ``hold_first``: the first request is held open until ``close()``, so its
+    arrival proves the executor is running and stays so; later ones are answered at once."""
+
+    def __init__(self, hold_first: bool = False) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.first = threading.Event()
+        self._closing = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                receiver.requests.append(body)
+                if not receiver.first.is_set():
+                    receiver.first.set()
+                    if hold_first:
+                        receiver._closing.wait(timeout=900)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:  # no access log on stderr
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def counts(self) -> Counter[str]:
+        """Requests per action id."""
+        return Counter(str(b.get("action_id")) for b in list(self.requests))
+
+    def close(self) -> None:
+        self._closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def effect_receiver() -> Iterator[EffectReceiver]:
+    r = EffectReceiver()
+    yield r
+    r.close()
 
 
 def emit(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes | None] | None = None,

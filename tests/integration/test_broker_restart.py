@@ -16,16 +16,16 @@ import pytest
 
 from streams.broker import EmbeddedKafka
 from tests.streamcheck import Scenario, check_invariants, emit_batch
-from tests.workers import WorkerFactory, read_until, wait_for
+from tests.workers import EffectReceiver, WorkerFactory, read_until, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def test_worker_rides_out_a_broker_restart(
     healer_worker: WorkerFactory, restartable_kafka: EmbeddedKafka, kafka_bootstrap: str,
-    unique_app_id: str, tmp_path: Path,
+    unique_app_id: str, tmp_path: Path, effect_receiver: EffectReceiver,
 ) -> None:
-    sc = Scenario.build(tmp_path, 2000, seed=31)
+    sc = Scenario.build(tmp_path, 2000, seed=31, hook_url=effect_receiver.url)
     app = unique_app_id
     batches = sc.batches(app, 4)
     w = healer_worker.start(sc.policies, app)
@@ -47,7 +47,7 @@ def test_worker_rides_out_a_broker_restart(
     restartable_kafka.start()
     for batch in batches[2:]:
         emit_batch(kafka_bootstrap, batch)
-    stats = check_invariants(sc, kafka_bootstrap, app, w.log_tail())
+    stats = check_invariants(sc, kafka_bootstrap, app, w.log_tail(), effects=effect_receiver)
     print(f"stopped after {received_before} of {len(sc.lines)} received; the worker noticed in {noticed:.1f}s; "
           f"outage {outage:.1f}s; {stats}")
     assert w.proc.poll() is None

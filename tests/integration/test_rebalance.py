@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.streamcheck import Scenario, check_invariants, emit_batch
-from tests.workers import Worker, WorkerFactory, wait_for
+from tests.workers import EffectReceiver, Worker, WorkerFactory, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -23,9 +23,10 @@ def assigned(w: Worker) -> bool:
 
 
 def test_two_workers_share_partitions_and_survive_losing_one(
-    healer_worker: WorkerFactory, kafka_bootstrap: str, unique_app_id: str, tmp_path: Path
+    healer_worker: WorkerFactory, kafka_bootstrap: str, unique_app_id: str, tmp_path: Path,
+    effect_receiver: EffectReceiver,
 ) -> None:
-    sc = Scenario.build(tmp_path, 3000, seed=23)
+    sc = Scenario.build(tmp_path, 3000, seed=23, hook_url=effect_receiver.url)
     app = unique_app_id
     batches = sc.batches(app, 6)
     a = healer_worker.start(sc.policies, app, partitions=6)
@@ -41,6 +42,6 @@ def test_two_workers_share_partitions_and_survive_losing_one(
                             timeout=180)
             done_by_a = a.metric("healer_actions_total")
             a.kill()  # its partitions move to b
-    stats = check_invariants(sc, kafka_bootstrap, app, b.log_tail())
+    stats = check_invariants(sc, kafka_bootstrap, app, b.log_tail(), effects=effect_receiver)
     print(f"A finished {done_by_a:.0f} actions ({took:.1f}s after batch 3) before it was killed; {stats}")
     assert b.stop() == 0
