@@ -16,7 +16,7 @@ import asyncio
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ spec:
   target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.deployment }}"}
   actions:
     - {use: healer.noop, with: {message: scale}, times: 2}
-    - PAGE
+    - {use: healer.noop, with: {message: page}}
   guards:
     cooldown: 20s
     budget: {max: 6, per: 10m}
@@ -95,6 +95,7 @@ class Scenario:
     policies: Path
     lines: list[str]
     expected: set[str]  # action ids the offline replay executes
+    env: dict[str, str] = field(default_factory=dict)  # for the workers (the webhook allow-list)
 
     @classmethod
     def build(cls, tmp: Path, n: int, seed: int = 11, hook_url: str | None = None) -> Scenario:
@@ -102,14 +103,16 @@ class Scenario:
         effect a test can count: tests/workers.py ``EffectReceiver``), else a noop."""
         pol = tmp / "policies"
         pol.mkdir(exist_ok=True)
-        page = (f'{{use: webhook.notify, with: {{url: "{hook_url}", timeout_seconds: 30}}}}' if hook_url
-                else "{use: healer.noop, with: {message: page}}")
-        (pol / "p.yaml").write_text(POLICIES.replace("PAGE", page))
+        text = POLICIES
+        if hook_url:
+            text = text.replace("{use: healer.noop, with: {message: page}}",
+                                f'{{use: webhook.notify, with: {{url: "{hook_url}", timeout_seconds: 30}}}}')
+        (pol / "p.yaml").write_text(text)
         lines = make_events(n, seed)
         plan = Replayer(load_policy_set([pol])).run(read_lines(lines))
         expected = {d.action_id for d in plan if d.decision == "execute" and d.action_id}
         assert len(expected) > 20, "the scenario should make plenty of actions"
-        return cls(pol, lines, expected)
+        return cls(pol, lines, expected, {"HEALER_WEBHOOK_URLS": hook_url} if hook_url else {})
 
     def batches(self, app: str, parts: int) -> list[dict[str, list[OutRecord]]]:
         """The input as ``parts`` chunks of records per topic, as `healer emit` keys them."""

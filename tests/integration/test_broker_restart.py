@@ -28,7 +28,7 @@ def test_worker_rides_out_a_broker_restart(
     sc = Scenario.build(tmp_path, 2000, seed=31, hook_url=effect_receiver.url)
     app = unique_app_id
     batches = sc.batches(app, 4)
-    w = healer_worker.start(sc.policies, app)
+    w = healer_worker.start(sc.policies, app, **sc.env)
     emit_batch(kafka_bootstrap, batches[0])
     emit_batch(kafka_bootstrap, batches[1])
 

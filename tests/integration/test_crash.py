@@ -41,7 +41,7 @@ def test_sigkill_mid_stream_loses_nothing_and_runs_nothing_twice(
     app = unique_app_id
     batches = sc.batches(app, 10)
     rng = random.Random(5)
-    worker = healer_worker.start(sc.policies, app)
+    worker = healer_worker.start(sc.policies, app, **sc.env)
     kills = 0
     for i, batch in enumerate(batches):
         emit_batch(kafka_bootstrap, batch)
@@ -49,7 +49,7 @@ def test_sigkill_mid_stream_loses_nothing_and_runs_nothing_twice(
             time.sleep(rng.uniform(0.2, 2.5))
             worker.kill()
             kills += 1
-            worker = healer_worker.start(sc.policies, app)
+            worker = healer_worker.start(sc.policies, app, **sc.env)
     assert kills >= 5
     stats = check_invariants(sc, kafka_bootstrap, app, worker.log_tail(), effects=effect_receiver)
     print(f"kills={kills} {stats}")
@@ -97,13 +97,13 @@ def test_an_action_interrupted_by_sigkill_is_failed_and_never_run_again(
         pol = tmp_path / "policies"
         pol.mkdir()
         (pol / "p.yaml").write_text(SLOW_POLICIES % hook.url)
-        first = healer_worker.start(pol, app)
+        first = healer_worker.start(pol, app, HEALER_WEBHOOK_URLS=hook.url)
         emit(kafka_bootstrap, f"{app}.alerts", [_alert("SlowFix", "slow")])
         assert hook.first.wait(timeout=120), "the webhook was never called\n" + first.log_tail()
         first.kill()  # mid-action: the executor waits for the held answer
         slow_id = hook.requests[0]["action_id"]
 
-        second = healer_worker.start(pol, app)
+        second = healer_worker.start(pol, app, HEALER_WEBHOOK_URLS=hook.url)
         emit(kafka_bootstrap, f"{app}.alerts", [_alert("QuickFix", "quick")])
 
         def settled(recs: list[dict]) -> bool:

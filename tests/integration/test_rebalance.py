@@ -29,8 +29,8 @@ def test_two_workers_share_partitions_and_survive_losing_one(
     sc = Scenario.build(tmp_path, 3000, seed=23, hook_url=effect_receiver.url)
     app = unique_app_id
     batches = sc.batches(app, 6)
-    a = healer_worker.start(sc.policies, app, partitions=6)
-    b = healer_worker.start(sc.policies, app, partitions=6)
+    a = healer_worker.start(sc.policies, app, partitions=6, **sc.env)
+    b = healer_worker.start(sc.policies, app, partitions=6, **sc.env)
     deadline = time.monotonic() + 60
     while not (assigned(a) and assigned(b)) and time.monotonic() < deadline:
         time.sleep(0.5)
