@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -99,14 +100,14 @@ class Scenario:
 
     @classmethod
     def build(cls, tmp: Path, n: int, seed: int = 11, hook_url: str | None = None) -> Scenario:
-        """``hook_url``: the alert policy's "page" step is a ``webhook.notify`` to it (an
-        effect a test can count: tests/workers.py ``EffectReceiver``), else a noop."""
+        """``hook_url``: every step is a ``webhook.notify`` to it (an effect a test can
+        count: tests/workers.py ``EffectReceiver``), else a noop."""
         pol = tmp / "policies"
         pol.mkdir(exist_ok=True)
         text = POLICIES
-        if hook_url:
-            text = text.replace("{use: healer.noop, with: {message: page}}",
-                                f'{{use: webhook.notify, with: {{url: "{hook_url}", timeout_seconds: 30}}}}')
+        if hook_url:  # every step: each action's effect is counted
+            text = re.sub(r"use: healer\.noop, with: \{message: \w+\}",
+                          f'use: webhook.notify, with: {{url: "{hook_url}", timeout_seconds: 30}}', text)
         (pol / "p.yaml").write_text(text)
         lines = make_events(n, seed)
         plan = Replayer(load_policy_set([pol])).run(read_lines(lines))
