@@ -2,8 +2,8 @@
 
 Each action request becomes a task: under its target's lock (never two actions
 on one target at once) the ledger rule (``healer.ledger.admit``) says run,
-duplicate, interrupted or refused. To run: ``action.running`` is audited and
-the ledger's ``running`` mark made durable together (both acked by the broker), and
+duplicate, interrupted or refused. To run: ``action.running`` is audited and,
+once the broker acked it, the ledger's ``running`` mark is written and acked, and
 only then does the executor change anything; a crash after that leaves the
 mark, so the redelivered request is audited as interrupted and never re-run.
 A request record is acknowledged when its task ends, so a crash redelivers
@@ -138,10 +138,11 @@ class ExecuteStage:
         self.in_flight[req.action_id] = asyncio.current_task()  # type: ignore[assignment]
         try:
             async with self.slots:
-                # action.running and the running mark become durable together, before any effect
-                running = self.writer.submit(for_action("action.running", req, at))
-                mark = table_write(self.ledger, ev, req.action_id, adm.entry.to_json())
-                await asyncio.gather(running, mark)  # both acked by the broker
+                # action.running is acked, then the running mark, before any effect: written
+                # together, a crash between the two acks left a mark without its action.running
+                # (reported interrupted with no run in the audit)
+                await self.writer.write(for_action("action.running", req, at))
+                await table_write(self.ledger, ev, req.action_id, adm.entry.to_json())
                 try:
                     outcome = await asyncio.wait_for(self.runner.run(req, announced=True), timeout=self.timeout)
                 except TimeoutError:
