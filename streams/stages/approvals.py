@@ -21,7 +21,7 @@ from healer.models import ActionRequest, EventRef
 from healer.wire import WireError, decode_approval_request
 from streams.codec import dumps, loads
 from streams.outbox import Send
-from streams.stages.base import StageContext, delivery, headers_of, now, source, table_set
+from streams.stages.base import StageContext, delivery, headers_of, now, source, table_writes
 
 
 class ApprovalsStage:
@@ -99,8 +99,12 @@ class ApprovalsStage:
                 await ob.deliver(sends)
 
             await ctx.retrying(self.name, once)
-            for aid, (row, ev) in changed.items():
-                table_set(self.pending, ev, aid, row.to_json())
+            rows = [(ev, aid, row.to_json()) for aid, (row, ev) in changed.items()]
+
+            async def write_rows(rows: list[tuple[Any, str, Any]] = rows) -> None:
+                await table_writes(self.pending, rows)
+
+            await ctx.retrying(f"{self.name} (state)", write_rows)  # acked before the batch is
 
     async def expire_due(self) -> None:
         """Timer: an ``expire`` message for every approval past its expiry."""

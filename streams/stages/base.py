@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka.errors import KafkaError
-from faust.streams import _current_event
 
 from healer.audit import AuditEntry, for_event
 from healer.catalog import Catalog
@@ -47,19 +45,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def table_set(table: Any, event: Any, key: str, value: Any) -> None:
-    """``table[key] = value`` as if inside ``event``'s processing.
-
-    Faust writes a table's changelog to the partition of the current event;
-    batched stages set it explicitly for each write.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        table[key] = value
-    finally:
-        _current_event.reset(token)
-
-
 def table_write(table: Any, event: Any, key: str, value: Any) -> Awaitable[Any]:
     """``table[key] = value`` on ``event``'s changelog partition, returning the changelog
     record's delivery future: await it when the write must be durable before going on.
@@ -71,6 +56,14 @@ def table_write(table: Any, event: Any, key: str, value: Any) -> Awaitable[Any]:
     fut = table.send_changelog(event.message.partition, key, value)
     table.data[key] = value
     return fut  # type: ignore[no-any-return]
+
+
+async def table_writes(table: Any, writes: list[tuple[Any, str, Any]]) -> None:
+    """Write every ``(event, key, value)`` of ``writes`` (see :func:`table_write`) and wait
+    until the broker has acked them all: a stage's table writes are durable before its
+    input is acknowledged (offsets are committed only past acknowledged records)."""
+    if writes:
+        await asyncio.gather(*[table_write(table, ev, key, value) for ev, key, value in writes])
 
 
 def input_record(event: Any) -> InputRecord:

@@ -2,8 +2,8 @@
 
 Per batch: decode the signal batches, run ``healer.decider.decide_batch``
 over them with each target's row decoded from the ``targets`` table, send
-every output and wait for the acks, then write each touched row once. A
-crash between the two replays the batch against the old rows, which yields
+every output and wait for the acks, then write each touched row once and
+wait for those acks too, before the batch is acknowledged. A crash between the two replays the batch against the old rows, which yields
 the same ids downstream (dropped there); a signal already applied is skipped
 by its target's input position. A record that is not a signal batch is
 audited as ``event.rejected`` and skipped.
@@ -20,7 +20,7 @@ from healer.models import EventRef
 from healer.state import GlobalState, TargetRow, decode_row, encode_row
 from healer.wire import SignalBatch, WireError, decode_signals, encode
 from streams.outbox import Send
-from streams.stages.base import StageContext, delivery, headers_of, now, source, table_set
+from streams.stages.base import StageContext, delivery, headers_of, now, source, table_writes
 
 
 class DecideStage:
@@ -77,5 +77,11 @@ class DecideStage:
             await ctx.retrying(self.name, once)
             if self.generation != generation:
                 continue  # a rebalance meanwhile: the new owner replays from the committed offsets
-            for key, row in out.rows.items():
-                table_set(self.targets, owner[key], key, encode_row(row))
+            rows = [(owner[key], key, encode_row(row)) for key, row in out.rows.items()]
+
+            async def write_rows(rows: list[tuple[Any, str, bytes]] = rows) -> None:
+                await table_writes(self.targets, rows)
+
+            # acked before the batch is: a row lost after its signals' offsets were committed
+            # would lose those signals (nothing replays them)
+            await ctx.retrying(f"{self.name} (state)", write_rows)

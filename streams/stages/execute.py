@@ -42,7 +42,6 @@ from streams.stages.base import (
     headers_of,
     now,
     source,
-    table_set,
     table_write,
 )
 
@@ -133,7 +132,7 @@ class ExecuteStage:
             await self.writer.write(adm.audit)
             if isinstance(adm, Interrupted):
                 _warn(adm.audit)
-                table_set(self.ledger, ev, req.action_id, adm.entry.to_json())
+                await self._mark(ev, req.action_id, adm.entry.to_json())
             return
         self.in_flight[req.action_id] = asyncio.current_task()  # type: ignore[assignment]
         try:
@@ -142,14 +141,14 @@ class ExecuteStage:
                 # together, a crash between the two acks left a mark without its action.running
                 # (reported interrupted with no run in the audit)
                 await self.writer.write(for_action("action.running", req, at))
-                await table_write(self.ledger, ev, req.action_id, adm.entry.to_json())
+                await self._mark(ev, req.action_id, adm.entry.to_json())
                 try:
                     outcome = await asyncio.wait_for(self.runner.run(req, announced=True), timeout=self.timeout)
                 except TimeoutError:
                     failed, audit = timed_out(adm.entry, req, now(), self.timeout)
                     await self.writer.write(audit)
                     _warn(audit)
-                    table_set(self.ledger, ev, req.action_id, failed.to_json())
+                    await self._mark(ev, req.action_id, failed.to_json())
                     self.ctx.metrics.action_done(req.use, "timeout", self.timeout)
                     return
             self.ctx.metrics.action_done(req.use, outcome.status, outcome.duration_seconds)
@@ -157,7 +156,7 @@ class ExecuteStage:
                           reason=outcome.reason, reversible=outcome.reversible)
             # durable before the request is acknowledged (a crash before it redelivers the
             # request, which the running mark then reports as interrupted)
-            await table_write(self.ledger, ev, req.action_id, done.to_json())
+            await self._mark(ev, req.action_id, done.to_json())
         finally:
             self.in_flight.pop(req.action_id, None)
 
@@ -176,7 +175,17 @@ class ExecuteStage:
         original = ActionRequest.model_validate(entry.request)
         out = await self.runner.rollback(original, entry.before or {}, actor=req.actor,
                                          reason=req.reason or "operator rollback")
-        table_set(self.ledger, ev, req.action_id, rolled_back(entry, out.status, req.actor, out.reason).to_json())
+        await self._mark(ev, req.action_id, rolled_back(entry, out.status, req.actor, out.reason).to_json())
+
+    async def _mark(self, ev: Any, action_id: str, entry: Any) -> None:
+        """Write ``action_id``'s ledger entry and wait for its ack. Broker trouble is retried
+        here: retrying the whole request instead would find its own running mark and report
+        the action interrupted."""
+
+        async def once() -> None:
+            await table_write(self.ledger, ev, action_id, entry)
+
+        await self.ctx.retrying(f"{self.name} (ledger)", once)
 
     async def _refuse(self, entry: AuditEntry, ev: Any) -> None:
         for e in self.ctx.refusals.admit(entry, source(ev), now()):
