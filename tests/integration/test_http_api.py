@@ -31,6 +31,7 @@ from actions.registry import ExecutorRegistry
 from healer.ingest import partition_key
 from healer.loader import load_policy_set
 from healer.settings import Settings
+from healer.timeutil import parse_time
 from streams import http
 from streams.app import HealerApp
 from streams.broker import EmbeddedKafka
@@ -231,7 +232,10 @@ def test_refusals_beyond_the_burst_are_aggregated_and_flushed_at_shutdown(
                 assert code == 401
 
     asyncio.run(go())
-    recs = unsealed(kafka_bootstrap, app, 2)
+    # each entry has its own event id, so its own audit-log partition: no order between them is
+    # read back, only the one they were written in (the summary at shutdown comes second)
+    recs = sorted(unsealed(kafka_bootstrap, app, 2),
+                  key=lambda r: (parse_time(r["time"]), "(aggregated)" in r["reason"]))
     assert [r["reason"] for r in recs] == ["alert webhook attempt with an invalid token",
                                            "4 more refused requests in 3600s (aggregated)"]
     counted = recs[1]["detail"]["refusals"]
