@@ -55,6 +55,7 @@ def _malloc_trim() -> Any:
 
 
 _MALLOC_TRIM = _malloc_trim()
+STREAM_BUFFER = 256
 
 
 def _kafka_url(bootstrap: str) -> str:
@@ -124,6 +125,9 @@ class HealerApp:
             broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds() / 4),
             consumer_group_instance_id=settings.instance_id or None,
             stream_wait_empty=False,
+            # records fetched ahead of a stage (default 4096): every internal record but an
+            # action request is a batch of up to 512 KiB, so the default could hold GiBs
+            stream_buffer_maxsize=STREAM_BUFFER,
         )
         n = self.names
         t = self.app.topic

@@ -6,13 +6,13 @@ wait. :func:`ready_batches` hands over a batch as soon as the events that are
 already in the worker's memory have been delivered: after the first event it
 lets the event loop run a few more turns (no timer: microseconds when the
 input is idle) and stops once a few turns in a row delivered nothing new, or
-``max_`` events are buffered. Faust delivers fetched records one at a time,
+``max_`` events or ``max_bytes`` of record values are buffered. Faust delivers fetched records one at a time,
 each over several loop turns, so "the queue is empty right now" would cut a
 batch after every record; a handful of quiet turns is what "the fetched
 records are all delivered" looks like. An idle stage answers the first event
 at once, a busy stage gets large batches.
 While a batch is being worked on, the stream keeps delivering into the next
-buffer (up to ``max_`` events), so consuming overlaps with waiting for acks.
+buffer (up to those bounds), so consuming overlaps with waiting for acks.
 
 Acks: by default each batch's events are acknowledged once the consumer of
 the iterator asks for the next batch (they are processed then); with
@@ -33,24 +33,30 @@ from typing import Any
 
 IDLE_CHECK = 1.0  # seconds between checks that the stream is still running
 QUIET_TURNS = 4  # event-loop turns without a new event that end a batch
+MAX_BYTES = 8 * 1024 * 1024  # record values a batch holds at most: one batch's decoded state stays bounded
 
 
-async def ready_batches(stream: Any, max_: int, ack: bool = True) -> AsyncIterator[list[Any]]:
+async def ready_batches(
+    stream: Any, max_: int, ack: bool = True, max_bytes: int = MAX_BYTES,
+) -> AsyncIterator[list[Any]]:
     """Yield lists of delivered events (see the module docstring)."""
     buffered: list[Any] = []
+    size = 0  # bytes of the buffered events' values
     ready = asyncio.Event()  # the agent may take the buffer
     room = asyncio.Event()  # the buffer has space
     room.set()
 
     async def collect(value: Any) -> Any:
         # runs in the stream's drain task once per delivered event
+        nonlocal size
         while not room.is_set():
             await room.wait()
         event = stream.current_event
         if event is None:
             raise RuntimeError("a delivered value without its event: cannot batch it")
         buffered.append(event)
-        if len(buffered) >= max_:
+        size += len(event.value) if isinstance(event.value, bytes | bytearray) else 0
+        if len(buffered) >= max_ or size >= max_bytes:
             room.clear()
         ready.set()
         return value
@@ -66,12 +72,13 @@ async def ready_batches(stream: Any, max_: int, ack: bool = True) -> AsyncIterat
                 ready.clear()
                 continue
             quiet = 0
-            while quiet < QUIET_TURNS and len(buffered) < max_:
+            while quiet < QUIET_TURNS and room.is_set():
                 n = len(buffered)
                 await asyncio.sleep(0)  # one loop turn: the fetcher may deliver what it holds
                 quiet = quiet + 1 if len(buffered) == n else 0
             batch = buffered[:]
             buffered.clear()
+            size = 0
             ready.clear()
             room.set()
             yield batch
