@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -55,6 +55,12 @@ MAX_RECORD_BYTES = 1024 * 1024
 MAX_SAMPLES_PER_RECORD = 10_000
 DEADLETTER_RAW_MAX = 128 * 1024  # bytes of a rejected input kept in its dead letter (6x JSON-escaped < 1 MB)
 ROUTE_CACHE = 200_000  # metric series whose routes are remembered
+# raw input bytes one ingest batch plans at once: its samples are decoded together (about three
+# times their JSON size in Python objects), so a backlog of batched records stays bounded
+BATCH_BYTES = 4 * 1024 * 1024
+
+K = TypeVar("K")
+R = TypeVar("R")
 SIGNAL_LIMIT = RECORD_LIMIT - 16 * 1024  # the largest signal a signals record can carry with its envelope
 LARGE_INPUT = SIGNAL_LIMIT // 2  # inputs above this have their signals' sizes checked
 
@@ -392,6 +398,32 @@ def input_batch_entry(topic: str, partition: int, records: Sequence[InputRecord]
             "sha256": records_digest(r.value for r in records),
         },
     )
+
+
+def chunks(
+    fetched: dict[K, list[R]], size: Callable[[R], int], max_bytes: int = BATCH_BYTES,
+    whole: frozenset[K] = frozenset(),
+) -> list[dict[K, list[R]]]:
+    """Cut what the consumer fetched into batches of at most ``max_bytes`` (by ``size``),
+    each partition's records in order across the batches; a batch holds at least one record.
+    The partitions in ``whole`` (a replay that must be batched exactly as before) are never
+    cut and come first."""
+    out: list[dict[K, list[R]]] = [{}]
+    used = 0
+    for key in [k for k in fetched if k in whole]:
+        out[0][key] = fetched[key]
+        used += sum(size(r) for r in fetched[key])
+    for key, recs in fetched.items():
+        if key in whole:
+            continue
+        for r in recs:
+            n = size(r)
+            if used and used + n > max_bytes:
+                out.append({})
+                used = 0
+            out[-1].setdefault(key, []).append(r)
+            used += n
+    return [c for c in out if c]
 
 
 def plan_batch(

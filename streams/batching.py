@@ -33,7 +33,7 @@ from typing import Any
 
 IDLE_CHECK = 1.0  # seconds between checks that the stream is still running
 QUIET_TURNS = 4  # event-loop turns without a new event that end a batch
-MAX_BYTES = 8 * 1024 * 1024  # record values a batch holds at most: one batch's decoded state stays bounded
+MAX_BYTES = 4 * 1024 * 1024  # record values a batch holds at most: one batch's decoded state stays bounded
 
 
 async def ready_batches(

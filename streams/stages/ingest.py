@@ -32,7 +32,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from healer.commands import sign
-from healer.ingest import IngestPlan, InputRecord, Router, plan_batch
+from healer.ingest import IngestPlan, InputRecord, Router, chunks, plan_batch
 from healer.partitioner import PartitionCache
 from healer.wire import encode_signals
 from streams.client import security
@@ -53,6 +53,10 @@ def group_id(app_id: str) -> str:
 def _record(m: ConsumerRecord[bytes, bytes]) -> InputRecord:
     return InputRecord(m.topic, m.partition, m.offset, m.timestamp / 1000.0 if m.timestamp else None,
                        m.key, m.value)
+
+
+def _size(m: ConsumerRecord[bytes, bytes]) -> int:
+    return len(m.value or b"") + len(m.key or b"")
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -110,27 +114,34 @@ class IngestStage:
                 async with self.lock:
                     assigned = consumer.assignment()
                     records = {tp: msgs for tp, msgs in got.items() if tp in assigned}
-                    for part in self._split(records):
-                        await self._batch(consumer, part)
+                    for part, whole in self._split(records):
+                        for chunk in chunks(part, _size, whole=whole):
+                            await self._batch(consumer, chunk)
         finally:
             self.running = False
             with contextlib.suppress(Exception):
                 await consumer.stop()
 
-    def _split(self, got: dict[TopicPartition, list[Any]]) -> list[dict[TopicPartition, list[Any]]]:
+    def _split(
+        self, got: dict[TopicPartition, list[Any]],
+    ) -> list[tuple[dict[TopicPartition, list[Any]], frozenset[TopicPartition]]]:
         """The batch as one part, or two when a partition must first replay an unfinished
-        batch exactly as it was planned (see the module docstring)."""
+        batch exactly as it was planned (see the module docstring); with each part, the
+        partitions whose records are such a replay (never cut: healer.ingest.chunks)."""
         first: dict[TopicPartition, list[Any]] = {}
         rest: dict[TopicPartition, list[Any]] = {}
+        replays: set[TopicPartition] = set()
         for tp, msgs in got.items():
             plan = self.planned.pop(tp, None)
             if plan is not None and msgs and msgs[0].offset == plan[0]:
                 first[tp] = [m for m in msgs if m.offset <= plan[1]]
+                replays.add(tp)
                 if len(first[tp]) < len(msgs):
                     rest[tp] = [m for m in msgs if m.offset > plan[1]]
             else:
                 first[tp] = msgs
-        return [first, rest] if rest else [first]
+        parts = [(first, frozenset(replays))]
+        return [*parts, (rest, frozenset())] if rest else parts
 
     async def _batch(self, consumer: AIOKafkaConsumer, got: dict[TopicPartition, list[Any]]) -> None:
         ctx, names = self.ctx, self.ctx.names

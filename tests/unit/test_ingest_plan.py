@@ -6,7 +6,14 @@ import hashlib
 import json
 from datetime import UTC, datetime
 
-from healer.ingest import DEADLETTER_RAW_MAX, InputRecord, Router, plan_batch, records_digest
+from healer.ingest import (
+    DEADLETTER_RAW_MAX,
+    InputRecord,
+    Router,
+    chunks,
+    plan_batch,
+    records_digest,
+)
 from healer.partitioner import PartitionCache
 from tests.unit.policy_kit import load, metric_policy
 
@@ -108,3 +115,34 @@ def test_an_input_whose_signal_could_not_travel_is_rejected() -> None:
     assert str(SIGNAL_LIMIT) in (rej.reason or "")
     [batch] = [e for e in p.audit if e.kind == "input.batch"]
     assert batch.detail is not None and batch.detail["rejected"] == 1
+
+
+# healer.ingest.chunks: what one fetch returned, cut into batches of bounded bytes
+
+
+def test_chunks_cut_at_the_byte_bound_and_keep_each_partitions_order() -> None:
+    fetched = {"a": ["a0", "a1", "a2"], "b": ["b0", "b1"]}
+    got = chunks(fetched, lambda r: 10, max_bytes=25)
+    assert got == [{"a": ["a0", "a1"]}, {"a": ["a2"], "b": ["b0"]}, {"b": ["b1"]}]
+    flat = [r for c in got for recs in c.values() for r in recs]
+    assert sorted(flat) == sorted(r for recs in fetched.values() for r in recs)  # nothing lost or doubled
+
+
+def test_chunks_under_the_bound_are_one_batch() -> None:
+    fetched = {"a": ["a0"], "b": ["b0", "b1"]}
+    assert chunks(fetched, lambda r: 10, max_bytes=1000) == [fetched]
+
+
+def test_a_record_larger_than_the_bound_is_a_batch_of_its_own() -> None:
+    assert chunks({"a": ["big", "x"]}, len, max_bytes=2) == [{"a": ["big"]}, {"a": ["x"]}]
+
+
+def test_a_replayed_partition_is_never_cut_and_comes_first() -> None:
+    fetched = {"a": ["a0", "a1"], "r": ["r0", "r1", "r2"]}
+    got = chunks(fetched, lambda r: 10, max_bytes=15, whole=frozenset({"r"}))
+    assert got[0] == {"r": ["r0", "r1", "r2"]}
+    assert got[1:] == [{"a": ["a0"]}, {"a": ["a1"]}]
+
+
+def test_nothing_fetched_is_no_batch() -> None:
+    assert chunks({}, len) == []
