@@ -21,7 +21,7 @@ from healer.models import ActionRequest, EventRef
 from healer.wire import WireError, decode_approval_request
 from streams.codec import dumps, loads
 from streams.outbox import Send
-from streams.stages.base import StageContext, delivery, headers_of, now, source, table_writes
+from streams.stages.base import StageContext, delivery, headers_of, now, source
 
 
 class ApprovalsStage:
@@ -100,11 +100,7 @@ class ApprovalsStage:
 
             await ctx.retrying(self.name, once)
             rows = [(ev, aid, row.to_json()) for aid, (row, ev) in changed.items()]
-
-            async def write_rows(rows: list[tuple[Any, str, Any]] = rows) -> None:
-                await table_writes(self.pending, rows)
-
-            await ctx.retrying(f"{self.name} (state)", write_rows)  # acked before the batch is
+            await ctx.write_state(f"{self.name} (state)", self.pending, rows)  # acked before the batch is
 
     async def expire_due(self) -> None:
         """Timer: an ``expire`` message for every approval past its expiry."""

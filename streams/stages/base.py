@@ -146,6 +146,14 @@ class StageContext:
         """Partitions of ``topic`` (read from the cluster at start; the setting until then)."""
         return self.partition_counts.get(topic) or self.settings.topic_partitions
 
+    async def write_state(self, what: str, table: Any, writes: list[tuple[Any, str, Any]]) -> None:
+        """:func:`table_writes` under :meth:`retrying`: the rows are acked by the broker before
+        this returns, broker trouble retried on the writes alone (not the stage's whole batch)."""
+        async def once() -> None:
+            await table_writes(table, writes)
+
+        await self.retrying(what, once)
+
     async def retrying(
         self, stage: str, attempt: Callable[[], Awaitable[None]], reset: Callable[[], None] | None = None,
     ) -> None:

@@ -20,7 +20,7 @@ from healer.models import EventRef
 from healer.state import GlobalState, TargetRow, decode_row, encode_row
 from healer.wire import SignalBatch, WireError, decode_signals, encode
 from streams.outbox import Send
-from streams.stages.base import StageContext, delivery, headers_of, now, source, table_writes
+from streams.stages.base import StageContext, delivery, headers_of, now, source
 
 
 class DecideStage:
@@ -78,10 +78,6 @@ class DecideStage:
             if self.generation != generation:
                 continue  # a rebalance meanwhile: the new owner replays from the committed offsets
             rows = [(owner[key], key, encode_row(row)) for key, row in out.rows.items()]
-
-            async def write_rows(rows: list[tuple[Any, str, bytes]] = rows) -> None:
-                await table_writes(self.targets, rows)
-
             # acked before the batch is: a row lost after its signals' offsets were committed
             # would lose those signals (nothing replays them)
-            await ctx.retrying(f"{self.name} (state)", write_rows)
+            await ctx.write_state(f"{self.name} (state)", self.targets, rows)

@@ -42,7 +42,6 @@ from streams.stages.base import (
     headers_of,
     now,
     source,
-    table_write,
 )
 
 log = logging.getLogger("healer.worker")
@@ -181,11 +180,7 @@ class ExecuteStage:
         """Write ``action_id``'s ledger entry and wait for its ack. Broker trouble is retried
         here: retrying the whole request instead would find its own running mark and report
         the action interrupted."""
-
-        async def once() -> None:
-            await table_write(self.ledger, ev, action_id, entry)
-
-        await self.ctx.retrying(f"{self.name} (ledger)", once)
+        await self.ctx.write_state(f"{self.name} (ledger)", self.ledger, [(ev, action_id, entry)])
 
     async def _refuse(self, entry: AuditEntry, ev: Any) -> None:
         for e in self.ctx.refusals.admit(entry, source(ev), now()):
